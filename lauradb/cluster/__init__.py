@@ -1,0 +1,4 @@
+"""Generated protobuf and gRPC code for package ``lauradb.cluster``.
+
+Do not edit: regenerate with ``./dev.sh gen`` (CI fails on drift).
+"""

@@ -1,0 +1,234 @@
+from lauradb.cluster import error_pb2 as _error_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ShardVersion(_message.Message):
+    __slots__ = ("epoch", "major", "minor", "unsharded", "ignore")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MAJOR_FIELD_NUMBER: _ClassVar[int]
+    MINOR_FIELD_NUMBER: _ClassVar[int]
+    UNSHARDED_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_FIELD_NUMBER: _ClassVar[int]
+    epoch: str
+    major: int
+    minor: int
+    unsharded: bool
+    ignore: bool
+    def __init__(self, epoch: _Optional[str] = ..., major: _Optional[int] = ..., minor: _Optional[int] = ..., unsharded: _Optional[bool] = ..., ignore: _Optional[bool] = ...) -> None: ...
+
+class ShardFindRequest(_message.Message):
+    __slots__ = ("request_id", "database", "collection", "filter", "projection", "sort", "limit", "skip", "batch_size", "version")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PROJECTION_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SKIP_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    database: str
+    collection: str
+    filter: bytes
+    projection: bytes
+    sort: bytes
+    limit: int
+    skip: int
+    batch_size: int
+    version: ShardVersion
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., projection: _Optional[bytes] = ..., sort: _Optional[bytes] = ..., limit: _Optional[int] = ..., skip: _Optional[int] = ..., batch_size: _Optional[int] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+
+class ShardCursorBatch(_message.Message):
+    __slots__ = ("documents", "cursor_id", "documents_examined", "error")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_EXAMINED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedScalarFieldContainer[bytes]
+    cursor_id: str
+    documents_examined: int
+    error: _error_pb2.Error
+    def __init__(self, documents: _Optional[_Iterable[bytes]] = ..., cursor_id: _Optional[str] = ..., documents_examined: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardGetMoreRequest(_message.Message):
+    __slots__ = ("cursor_id", "batch_size")
+    CURSOR_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    cursor_id: str
+    batch_size: int
+    def __init__(self, cursor_id: _Optional[str] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class ShardKillCursorsRequest(_message.Message):
+    __slots__ = ("cursor_ids",)
+    CURSOR_IDS_FIELD_NUMBER: _ClassVar[int]
+    cursor_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cursor_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ShardKillCursorsResponse(_message.Message):
+    __slots__ = ("killed", "error")
+    KILLED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    killed: int
+    error: _error_pb2.Error
+    def __init__(self, killed: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardWriteError(_message.Message):
+    __slots__ = ("index", "code", "code_name", "message")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    CODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    code: int
+    code_name: str
+    message: str
+    def __init__(self, index: _Optional[int] = ..., code: _Optional[int] = ..., code_name: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ShardInsertRequest(_message.Message):
+    __slots__ = ("request_id", "database", "collection", "documents", "ordered", "version")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    ORDERED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    database: str
+    collection: str
+    documents: _containers.RepeatedScalarFieldContainer[bytes]
+    ordered: bool
+    version: ShardVersion
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., documents: _Optional[_Iterable[bytes]] = ..., ordered: _Optional[bool] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+
+class ShardInsertResponse(_message.Message):
+    __slots__ = ("inserted_count", "errors", "error")
+    INSERTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    inserted_count: int
+    errors: _containers.RepeatedCompositeFieldContainer[ShardWriteError]
+    error: _error_pb2.Error
+    def __init__(self, inserted_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ShardWriteError, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardUpdateRequest(_message.Message):
+    __slots__ = ("request_id", "database", "collection", "filter", "update", "multi", "upsert", "array_filters", "version")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    MULTI_FIELD_NUMBER: _ClassVar[int]
+    UPSERT_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    database: str
+    collection: str
+    filter: bytes
+    update: bytes
+    multi: bool
+    upsert: bool
+    array_filters: _containers.RepeatedScalarFieldContainer[bytes]
+    version: ShardVersion
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., update: _Optional[bytes] = ..., multi: _Optional[bool] = ..., upsert: _Optional[bool] = ..., array_filters: _Optional[_Iterable[bytes]] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+
+class ShardUpdateResponse(_message.Message):
+    __slots__ = ("matched_count", "modified_count", "upserted_id", "error")
+    MATCHED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MODIFIED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UPSERTED_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    matched_count: int
+    modified_count: int
+    upserted_id: bytes
+    error: _error_pb2.Error
+    def __init__(self, matched_count: _Optional[int] = ..., modified_count: _Optional[int] = ..., upserted_id: _Optional[bytes] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardDeleteRequest(_message.Message):
+    __slots__ = ("request_id", "database", "collection", "filter", "multi", "version")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    MULTI_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    database: str
+    collection: str
+    filter: bytes
+    multi: bool
+    version: ShardVersion
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., multi: _Optional[bool] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+
+class ShardDeleteResponse(_message.Message):
+    __slots__ = ("deleted_count", "error")
+    DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    deleted_count: int
+    error: _error_pb2.Error
+    def __init__(self, deleted_count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardCountRequest(_message.Message):
+    __slots__ = ("request_id", "database", "collection", "filter", "version")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    database: str
+    collection: str
+    filter: bytes
+    version: ShardVersion
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+
+class ShardCountResponse(_message.Message):
+    __slots__ = ("count", "error")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    error: _error_pb2.Error
+    def __init__(self, count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardAggregateRequest(_message.Message):
+    __slots__ = ("request_id", "database", "collection", "pipeline", "batch_size", "version")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    database: str
+    collection: str
+    pipeline: _containers.RepeatedScalarFieldContainer[bytes]
+    batch_size: int
+    version: ShardVersion
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., pipeline: _Optional[_Iterable[bytes]] = ..., batch_size: _Optional[int] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+
+class RefreshMetadataRequest(_message.Message):
+    __slots__ = ("database", "collection")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class RefreshMetadataResponse(_message.Message):
+    __slots__ = ("epoch", "major", "minor", "error")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MAJOR_FIELD_NUMBER: _ClassVar[int]
+    MINOR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    epoch: str
+    major: int
+    minor: int
+    error: _error_pb2.Error
+    def __init__(self, epoch: _Optional[str] = ..., major: _Optional[int] = ..., minor: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,197 @@
+"""Server bootstrap shared by every process.
+
+Every process serves its services plus gRPC health (``grpc.health.v1``, per service
+and overall ""), server reflection (so ``grpcurl -plaintext HOST:PORT list`` works),
+Prometheus metrics on an optional HTTP port, and stops cleanly on SIGTERM/SIGINT:
+health goes NOT_SERVING, new calls are refused, in-flight calls get a grace period,
+then the ``on_stop`` hooks run (flush, close) and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram, start_http_server
+
+from lauradb.errors import ErrorCode, LauraError
+from lauradb.rpc.channels import MAX_MESSAGE_BYTES
+from lauradb.rpc.errors import abort
+
+log = logging.getLogger("lauradb.rpc")
+
+RPC_LATENCY = Histogram(
+    "lauradb_rpc_latency_seconds",
+    "Server-side latency of RPCs",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+RPC_ERRORS = Counter("lauradb_rpc_errors_total", "RPCs that failed, by error code", ["method", "code"])
+
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.so_reuseport", 0),
+]
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+def rpc_method(fn: Handler) -> Handler:
+    """Wrap a servicer method: LauraError -> status + Error trailer; metrics."""
+    name = fn.__qualname__
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return await fn(self, request, context)
+        except LauraError as err:
+            RPC_ERRORS.labels(name, err.code_name).inc()
+            await abort(context, err)
+        except aio.AbortError:
+            RPC_ERRORS.labels(name, "ABORTED").inc()
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: report it, keep serving
+            log.exception("unhandled error in %s", name)
+            RPC_ERRORS.labels(name, "INTERNAL_ERROR").inc()
+            await abort(context, LauraError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+        finally:
+            RPC_LATENCY.labels(name).observe(time.perf_counter() - start)
+
+    return wrapper
+
+
+class RpcServer:
+    """A grpc.aio server with health, reflection, metrics and signal handling."""
+
+    def __init__(self, *, name: str, host: str, port: int, metrics_port: int | None = None) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.metrics_port = metrics_port
+        self.server = aio.server(options=SERVER_OPTIONS)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._service_names: list[str] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._stopping = asyncio.Event()
+        self.bound_port = 0
+
+    def add_service(self, register: Callable[[Any, aio.Server], None], servicer: Any, full_name: str) -> None:
+        register(servicer, self.server)
+        self._service_names.append(full_name)
+
+    def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._on_stop.append(hook)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+        for svc in self._service_names:
+            await self.health.set(svc, status)
+
+    async def start(self) -> int:
+        names = [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, self.server)
+        address = f"{self.host}:{self.port}"
+        self.bound_port = self.server.add_insecure_port(address)
+        if self.bound_port == 0:
+            raise LauraError(ErrorCode.HOST_UNREACHABLE, f"cannot listen on {address}")
+        await self.set_serving(False)
+        await self.server.start()
+        if self.metrics_port is not None:
+            start_http_server(self.metrics_port, addr=self.host)
+        log.info("%s listening on %s:%d", self.name, self.host, self.bound_port)
+        return self.bound_port
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def wait(self) -> None:
+        """Serve until a signal (or request_stop), then shut down cleanly."""
+        await self._stopping.wait()
+        await self.stop()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        log.info("%s stopping", self.name)
+        await self.set_serving(False)
+        await self.server.stop(grace)
+        for hook in reversed(self._on_stop):
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
+        log.info("%s stopped", self.name)
+
+
+def setup_logging(level: str = "warning", fmt: str = "text") -> None:
+    """Quiet by default; ``--log-level info`` shows progress of long operations."""
+    import json
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            out = {
+                "ts": round(record.created, 3),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "msg": record.getMessage(),
+            }
+            for key in ("request_id", "shard", "namespace"):
+                if hasattr(record, key):
+                    out[key] = getattr(record, key)
+            if record.exc_info:
+                out["exc"] = self.formatException(record.exc_info)
+            return json.dumps(out)
+
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("grpc").setLevel(logging.ERROR)
+
+
+async def wait_for_health(address: str, timeout: float, service: str = "") -> None:
+    """Wait until ``address`` reports SERVING (used by the launcher and tests)."""
+    deadline = time.monotonic() + timeout
+    async with aio.insecure_channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while True:
+            try:
+                resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} not SERVING within {timeout}s")
+            await asyncio.sleep(0.05)
