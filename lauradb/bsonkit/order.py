@@ -141,7 +141,7 @@ def _timestamp_key(v: Timestamp) -> SortKey:
 
 
 def _regex_key(v: Regex[Any]) -> SortKey:
-    return (RANK_REGEX, str(v.pattern), _regex_flag_string(v.flags))
+    return (RANK_REGEX, str(v.pattern), regex_flag_string(v.flags))
 
 
 def _code_key(v: Code) -> SortKey:
@@ -154,7 +154,7 @@ def _dbref_key(v: DBRef) -> SortKey:
     return (RANK_DBREF, v.collection, sort_key(v.id))
 
 
-def _regex_flag_string(flags: int | str) -> str:
+def regex_flag_string(flags: int | str) -> str:
     if isinstance(flags, str):
         return "".join(sorted(flags))
     import re
@@ -210,7 +210,7 @@ def _fallback_key(v: Any) -> SortKey:
     if isinstance(v, datetime.datetime):
         return _datetime_key(v)
     if isinstance(v, re.Pattern):
-        return (RANK_REGEX, v.pattern, _regex_flag_string(v.flags & ~re.U))
+        return (RANK_REGEX, v.pattern, regex_flag_string(v.flags & ~re.U))
     if isinstance(v, (bytes, bytearray, memoryview)):
         return _bytes_key(bytes(v))
     raise TypeError(f"not a BSON value: {type(v).__name__}")

@@ -37,10 +37,10 @@ class ChannelPool:
     async def drop(self, address: str) -> None:
         ch = self._channels.pop(address, None)
         if ch is not None:
-            await ch.close()
+            await ch.close(None)
 
     async def close(self) -> None:
         channels = list(self._channels.values())
         self._channels.clear()
         for ch in channels:
-            await ch.close()
+            await ch.close(None)

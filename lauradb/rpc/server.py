@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
@@ -86,7 +87,7 @@ class RpcServer:
         self.port = port
         self.metrics_port = metrics_port
         self.server = aio.server(options=SERVER_OPTIONS)
-        self.health = health.aio.HealthServicer()
+        self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -115,7 +116,10 @@ class RpcServer:
                  reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self.server)
         address = f"{self.host}:{self.port}"
-        self.bound_port = self.server.add_insecure_port(address)
+        try:
+            self.bound_port = self.server.add_insecure_port(address)
+        except RuntimeError:
+            self.bound_port = 0
         if self.bound_port == 0:
             raise LauraError(ErrorCode.HOST_UNREACHABLE, f"cannot listen on {address}")
         await self.set_serving(False)
