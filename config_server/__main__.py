@@ -1,0 +1,66 @@
+"""``lauradb-config --port 27019 --data-dir DIR``: run the config server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from config_server.app import ConfigServerApp
+from lauradb.errors import LauraError
+from lauradb.rpc.server import setup_logging
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="lauradb-config", description="LauraDB config server (cluster metadata)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=27019, help="gRPC port (default 27019)")
+    parser.add_argument("--data-dir", required=True, help="directory of the metadata store")
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=5.0,
+        help="seconds without heartbeat before a node is marked down (default 5)",
+    )
+    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus HTTP port")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error", "critical"],
+    )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    args = parser.parse_args(argv)
+    if args.heartbeat_timeout <= 0:
+        parser.error("--heartbeat-timeout must be positive")
+    return args
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    app = ConfigServerApp(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        heartbeat_timeout=args.heartbeat_timeout,
+        metrics_port=args.metrics_port,
+    )
+    await app.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        asyncio.run(_serve(args))
+    except LauraError as err:
+        print(f"lauradb-config: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Wiring: metadata store, catalog, services and the RPC server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from config_server.catalog import Catalog
+from config_server.cluster_service import ClusterService
+from config_server.config_service import ConfigService
+from config_server.failure_detector import FailureDetector
+from config_server.shard_notifier import ShardNotifier
+from config_server.store import SqliteMetadataStore
+from lauradb.cluster import cluster_pb2, cluster_pb2_grpc, routing_pb2, routing_pb2_grpc
+from lauradb.errors import ErrorCode, LauraError
+from lauradb.rpc.channels import ChannelPool
+from lauradb.rpc.server import RpcServer
+
+log = logging.getLogger("lauradb.config")
+
+CLUSTER_SERVICE = cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name
+CONFIG_SERVICE = routing_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
+
+
+class ConfigServerApp:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        data_dir: str | Path,
+        heartbeat_timeout: float = 5.0,
+        metrics_port: int | None = None,
+    ) -> None:
+        self.store = SqliteMetadataStore(data_dir)
+        self.catalog = Catalog(self.store)
+        self.pool = ChannelPool()
+        self.notifier = ShardNotifier(self.pool)
+        self.detector = FailureDetector(self.catalog, timeout=heartbeat_timeout)
+        self.server = RpcServer(
+            name="lauradb-config", host=host, port=port, metrics_port=metrics_port
+        )
+        self.server.add_service(
+            cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
+            ClusterService(self.catalog, self.detector),
+            CLUSTER_SERVICE,
+        )
+        self.server.add_service(
+            routing_pb2_grpc.add_ConfigServiceServicer_to_server,
+            ConfigService(self.catalog, self.notifier),
+            CONFIG_SERVICE,
+        )
+        self.server.on_stop(self._close)
+
+    async def _close(self) -> None:
+        await self.detector.stop()
+        await self.pool.close()
+        self.store.close()
+
+    async def start(self) -> int:
+        try:
+            port = await self.server.start()
+        except RuntimeError as exc:  # grpc raises this when the port cannot be bound
+            raise LauraError(
+                ErrorCode.HOST_UNREACHABLE,
+                f"cannot listen on {self.server.host}:{self.server.port}: {exc}",
+            ) from None
+        self.detector.start()
+        await self.server.set_serving(True)
+        return port
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT, then stop cleanly."""
+        try:
+            await self.start()
+        except BaseException:
+            await self._close()
+            raise
+        self.server.install_signal_handlers()
+        await self.server.wait()

@@ -1,0 +1,179 @@
+"""ConfigService: shards, databases, sharded collections and their chunks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from grpc import aio
+
+from config_server import convert
+from config_server.catalog import Catalog
+from config_server.model import HASH, combined_version
+from config_server.shard_notifier import ShardNotifier
+from lauradb.bsonkit.codec import decode_document
+from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc
+from lauradb.errors import ErrorCode, LauraError
+from lauradb.rpc.server import rpc_method
+
+log = logging.getLogger("lauradb.config.service")
+
+Context = aio.ServicerContext[Any, Any]
+
+
+def _strategy_name(value: int) -> str:
+    try:
+        return routing_pb2.ShardingStrategy.Name(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise LauraError(ErrorCode.BAD_VALUE, f"unknown sharding strategy {value}") from None
+
+
+class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
+    def __init__(self, catalog: Catalog, notifier: ShardNotifier) -> None:
+        self.catalog = catalog
+        self.notifier = notifier
+
+    @rpc_method
+    async def AddShard(
+        self, request: routing_pb2.AddShardRequest, context: Context
+    ) -> routing_pb2.AddShardResponse:
+        if not request.shard_id:
+            raise LauraError(ErrorCode.BAD_VALUE, "shard_id is required")
+        if not request.host or not 0 < request.port < 65536:
+            raise LauraError(
+                ErrorCode.BAD_VALUE,
+                f"shard '{request.shard_id}' needs a host and a port in 1..65535, "
+                f"got {request.host!r}:{request.port}",
+            )
+        await self.notifier.check_health(request.shard_id, request.host, request.port)
+        outcome = self.catalog.add_shard(
+            request.shard_id, request.host, request.port, request.node_id
+        )
+        log.info("shard %s at %s:%d: %s", request.shard_id, request.host, request.port, outcome)
+        return routing_pb2.AddShardResponse(
+            success=True,
+            message=f"shard '{request.shard_id}' {outcome} at {request.host}:{request.port}",
+        )
+
+    @rpc_method
+    async def RemoveShard(
+        self, request: routing_pb2.RemoveShardRequest, context: Context
+    ) -> routing_pb2.RemoveShardResponse:
+        self.catalog.remove_shard(request.shard_id)
+        return routing_pb2.RemoveShardResponse(
+            success=True, message=f"shard '{request.shard_id}' removed"
+        )
+
+    @rpc_method
+    async def SplitChunk(
+        self, request: routing_pb2.SplitChunkRequest, context: Context
+    ) -> routing_pb2.SplitChunkResponse:
+        if not request.chunk_id:
+            raise LauraError(ErrorCode.BAD_VALUE, "chunk_id is required")
+        if not request.split_point:
+            raise LauraError(ErrorCode.INVALID_SPLIT_POINT, "split_point is required")
+        point = decode_document(request.split_point, "split_point")
+        left, right = self.catalog.split_chunk(request.chunk_id, point)
+        database, _, collection = left.namespace.partition(".")
+        try:
+            owner = self.catalog.get_shard(left.shard_id)
+        except LauraError:
+            log.warning("chunk %s is owned by unknown shard %s", left.chunk_id, left.shard_id)
+        else:
+            await self.notifier.refresh([owner], database, collection)
+        return routing_pb2.SplitChunkResponse(
+            success=True, left_chunk_id=left.chunk_id, right_chunk_id=right.chunk_id
+        )
+
+    @rpc_method
+    async def MigrateChunk(
+        self, request: routing_pb2.MigrateChunkRequest, context: Context
+    ) -> routing_pb2.MigrateChunkResponse:
+        raise LauraError(ErrorCode.NOT_IMPLEMENTED, "MigrateChunk is not implemented yet")
+
+    @rpc_method
+    async def ShardCollection(
+        self, request: routing_pb2.ShardCollectionRequest, context: Context
+    ) -> routing_pb2.ShardCollectionResponse:
+        strategy = _strategy_name(request.strategy)
+        fields = list(request.shard_key_fields)
+        plan = self.catalog.plan_shard_collection(
+            request.database, request.collection, fields, strategy, request.initial_chunks
+        )
+        primary_has_data = False
+        if plan.strategy == HASH and plan.chunk_count > 1 and plan.existing_primary is not None:
+            count = await self.notifier.count_documents(
+                plan.existing_primary, request.database, request.collection
+            )
+            # Unknown (primary not answering): keep every chunk on the primary, as
+            # with data; documents there must never become orphans.
+            primary_has_data = count is None or count > 0
+        record, chunks = self.catalog.shard_collection(
+            request.database,
+            request.collection,
+            fields,
+            strategy,
+            request.initial_chunks,
+            request.unique,
+            primary_has_data=primary_has_data,
+        )
+        failed = await self.notifier.refresh(
+            self.catalog.list_shards(), request.database, request.collection
+        )
+        top = max(chunks, key=lambda c: (c.major, c.minor))
+        message = f"collection '{record.namespace}' sharded into {len(chunks)} chunk(s)"
+        if failed:
+            message += f"; shards not refreshed: {', '.join(failed)}"
+        return routing_pb2.ShardCollectionResponse(
+            success=True,
+            message=message,
+            epoch=record.epoch,
+            version=combined_version(top.major, top.minor),
+            chunks=len(chunks),
+        )
+
+    @rpc_method
+    async def ListShards(
+        self, request: router_ext_pb2.ListShardsRequest, context: Context
+    ) -> router_ext_pb2.ListShardsResponse:
+        return router_ext_pb2.ListShardsResponse(
+            shards=[convert.shard_info(s) for s in self.catalog.list_shards()]
+        )
+
+    @rpc_method
+    async def GetShardMap(
+        self, request: routing_pb2.GetShardMapRequest, context: Context
+    ) -> routing_pb2.GetShardMapResponse:
+        view = self.catalog.shard_map(
+            request.database,
+            request.collection,
+            version=request.version,
+            epoch=request.epoch,
+            incremental=request.incremental,
+        )
+        return convert.shard_map_response(view)
+
+    @rpc_method
+    async def EnsureDatabase(
+        self, request: router_ext_pb2.EnsureDatabaseRequest, context: Context
+    ) -> router_ext_pb2.EnsureDatabaseResponse:
+        db, created = self.catalog.ensure_database(request.database)
+        return router_ext_pb2.EnsureDatabaseResponse(
+            database=db.name, primary_shard=db.primary_shard, created=created
+        )
+
+    @rpc_method
+    async def ListDatabases(
+        self, request: router_ext_pb2.ListDatabasesRequest, context: Context
+    ) -> router_ext_pb2.ListDatabasesResponse:
+        return router_ext_pb2.ListDatabasesResponse(
+            databases=[
+                router_ext_pb2.DatabaseInfo(
+                    name=v.database.name,
+                    primary_shard=v.database.primary_shard,
+                    collections=v.sharded_collections,
+                    sharded_collections=v.sharded_collections,
+                )
+                for v in self.catalog.list_databases()
+            ]
+        )

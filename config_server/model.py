@@ -1,0 +1,98 @@
+"""Plain records of the metadata the config server keeps (backend independent)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lauradb.sharding.chunk_map import combined_version
+
+# Strategy names as stored; they match the wire enum ShardingStrategy's names.
+HASH = "HASH"
+RANGE = "RANGE"
+COMPOUND = "COMPOUND"
+STRATEGIES = (HASH, RANGE, COMPOUND)
+
+__all__ = [
+    "COMPOUND",
+    "HASH",
+    "RANGE",
+    "STRATEGIES",
+    "ChunkRecord",
+    "CollectionRecord",
+    "DatabaseRecord",
+    "NodeRecord",
+    "ShardRecord",
+    "combined_version",
+]
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    shard_id: str
+    host: str
+    port: int
+    node_id: str = ""
+    draining: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class DatabaseRecord:
+    name: str
+    primary_shard: str
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    """A sharded collection (unsharded ones are not registered)."""
+
+    database: str
+    collection: str
+    epoch: str
+    key_fields: tuple[str, ...]
+    strategy: str
+    unique: bool = False
+    created_ms: int = 0
+
+    @property
+    def namespace(self) -> str:
+        return f"{self.database}.{self.collection}"
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One chunk [min, max) of a sharded collection.
+
+    ``min_key``/``max_key`` are the BSON bound documents; ``min_sort`` is the
+    order-preserving encoding of the lower bound's values (memcmp order == key order).
+    """
+
+    chunk_id: str
+    namespace: str
+    min_key: bytes
+    max_key: bytes
+    min_sort: bytes
+    shard_id: str
+    major: int
+    minor: int
+    jumbo: bool = False
+
+    @property
+    def version(self) -> int:
+        return combined_version(self.major, self.minor)
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    node_id: str
+    host: str
+    port: int
+    role: int
+    priority: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
+    shard_id: str = ""
+    up: bool = True
+    last_heartbeat_ms: int = 0

@@ -1,0 +1,491 @@
+"""The metadata store: a small transactional interface and its SQLite backend.
+
+The catalog (``config_server.catalog``) does every metadata change inside one
+``store.transaction()``: either all of its writes land or none do. Another backend
+(etcd, say) only has to implement ``MetadataStore``/``MetadataTransaction``.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from config_server.model import (
+    ChunkRecord,
+    CollectionRecord,
+    DatabaseRecord,
+    NodeRecord,
+    ShardRecord,
+    combined_version,
+)
+from lauradb.errors import ErrorCode, LauraError
+
+log = logging.getLogger("lauradb.config.store")
+
+DB_FILE_NAME = "config.sqlite3"
+SCHEMA_VERSION = 1
+TOPOLOGY_VERSION_KEY = "topology_version"
+
+
+class MetadataTransaction(abc.ABC):
+    """Reads and writes of one transaction (a consistent view while it lasts)."""
+
+    # shards
+    @abc.abstractmethod
+    def get_shard(self, shard_id: str) -> ShardRecord | None: ...
+
+    @abc.abstractmethod
+    def list_shards(self) -> list[ShardRecord]: ...
+
+    @abc.abstractmethod
+    def put_shard(self, shard: ShardRecord) -> None: ...
+
+    @abc.abstractmethod
+    def delete_shard(self, shard_id: str) -> None: ...
+
+    # databases
+    @abc.abstractmethod
+    def get_database(self, name: str) -> DatabaseRecord | None: ...
+
+    @abc.abstractmethod
+    def list_databases(self) -> list[DatabaseRecord]: ...
+
+    @abc.abstractmethod
+    def put_database(self, db: DatabaseRecord) -> None: ...
+
+    # sharded collections
+    @abc.abstractmethod
+    def get_collection(self, database: str, collection: str) -> CollectionRecord | None: ...
+
+    @abc.abstractmethod
+    def list_collections(self, database: str | None = None) -> list[CollectionRecord]: ...
+
+    @abc.abstractmethod
+    def put_collection(self, coll: CollectionRecord) -> None: ...
+
+    # chunks
+    @abc.abstractmethod
+    def get_chunk(self, chunk_id: str) -> ChunkRecord | None: ...
+
+    @abc.abstractmethod
+    def list_chunks(
+        self,
+        namespace: str | None = None,
+        *,
+        shard_id: str | None = None,
+        since_version: int | None = None,
+    ) -> list[ChunkRecord]:
+        """Chunks ordered by (namespace, lower bound); ``since_version``: only
+        those whose combined version is greater."""
+
+    @abc.abstractmethod
+    def insert_chunks(self, chunks: list[ChunkRecord]) -> None: ...
+
+    @abc.abstractmethod
+    def delete_chunk(self, chunk_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def collection_version(self, namespace: str) -> tuple[int, int]:
+        """The highest (major, minor) among the namespace's chunks, (0, 0) if none."""
+
+    # nodes
+    @abc.abstractmethod
+    def get_node(self, node_id: str) -> NodeRecord | None: ...
+
+    @abc.abstractmethod
+    def list_nodes(self) -> list[NodeRecord]: ...
+
+    @abc.abstractmethod
+    def put_node(self, node: NodeRecord) -> None: ...
+
+    @abc.abstractmethod
+    def delete_node(self, node_id: str) -> None: ...
+
+    # small key/value settings (topology version, ...)
+    @abc.abstractmethod
+    def get_meta(self, key: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def topology_version(self) -> int:
+        raw = self.get_meta(TOPOLOGY_VERSION_KEY)
+        return int(raw) if raw else 0
+
+    def bump_topology_version(self) -> int:
+        version = self.topology_version() + 1
+        self.set_meta(TOPOLOGY_VERSION_KEY, str(version))
+        return version
+
+
+class MetadataStore(abc.ABC):
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[MetadataTransaction]:
+        """Context manager yielding a write ``MetadataTransaction``: committed when
+        the block ends normally, rolled back entirely when it raises."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> AbstractContextManager[MetadataTransaction]:
+        """Context manager yielding a read-only ``MetadataTransaction``."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS shards (
+        shard_id TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
+        node_id TEXT NOT NULL DEFAULT '', draining INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS databases (
+        name TEXT PRIMARY KEY, primary_shard TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS collections (
+        database TEXT NOT NULL, collection TEXT NOT NULL, epoch TEXT NOT NULL,
+        key_fields TEXT NOT NULL, strategy TEXT NOT NULL, is_unique INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL, PRIMARY KEY (database, collection))""",
+    """CREATE TABLE IF NOT EXISTS chunks (
+        chunk_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, min_key BLOB NOT NULL,
+        max_key BLOB NOT NULL, min_sort BLOB NOT NULL, shard_id TEXT NOT NULL,
+        major INTEGER NOT NULL, minor INTEGER NOT NULL, version INTEGER NOT NULL,
+        jumbo INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS chunks_by_range ON chunks (namespace, min_sort)",
+    "CREATE INDEX IF NOT EXISTS chunks_by_version ON chunks (namespace, version)",
+    "CREATE INDEX IF NOT EXISTS chunks_by_shard ON chunks (shard_id)",
+    """CREATE TABLE IF NOT EXISTS nodes (
+        node_id TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
+        role INTEGER NOT NULL, priority INTEGER NOT NULL, tags TEXT NOT NULL,
+        shard_id TEXT NOT NULL, up INTEGER NOT NULL, last_heartbeat_ms INTEGER NOT NULL)""",
+)
+
+_CHUNK_COLUMNS = "chunk_id, namespace, min_key, max_key, min_sort, shard_id, major, minor, jumbo"
+
+
+def _chunk(row: tuple[Any, ...]) -> ChunkRecord:
+    return ChunkRecord(
+        chunk_id=row[0],
+        namespace=row[1],
+        min_key=bytes(row[2]),
+        max_key=bytes(row[3]),
+        min_sort=bytes(row[4]),
+        shard_id=row[5],
+        major=row[6],
+        minor=row[7],
+        jumbo=bool(row[8]),
+    )
+
+
+def _collection(row: tuple[Any, ...]) -> CollectionRecord:
+    return CollectionRecord(
+        database=row[0],
+        collection=row[1],
+        epoch=row[2],
+        key_fields=tuple(json.loads(row[3])),
+        strategy=row[4],
+        unique=bool(row[5]),
+        created_ms=row[6],
+    )
+
+
+def _node(row: tuple[Any, ...]) -> NodeRecord:
+    return NodeRecord(
+        node_id=row[0],
+        host=row[1],
+        port=row[2],
+        role=row[3],
+        priority=row[4],
+        tags=dict(json.loads(row[5])),
+        shard_id=row[6],
+        up=bool(row[7]),
+        last_heartbeat_ms=row[8],
+    )
+
+
+def _shard(row: tuple[Any, ...]) -> ShardRecord:
+    return ShardRecord(
+        shard_id=row[0], host=row[1], port=row[2], node_id=row[3], draining=bool(row[4])
+    )
+
+
+class SqliteTransaction(MetadataTransaction):
+    def __init__(self, conn: sqlite3.Connection, *, writable: bool) -> None:
+        self._conn = conn
+        self._writable = writable
+
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        if not self._writable:
+            raise LauraError(ErrorCode.INTERNAL_ERROR, "write in a read-only metadata snapshot")
+        self._conn.execute(sql, params)
+
+    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    # shards
+    def get_shard(self, shard_id: str) -> ShardRecord | None:
+        row = self._one(
+            "SELECT shard_id, host, port, node_id, draining FROM shards WHERE shard_id = ?",
+            (shard_id,),
+        )
+        return _shard(row) if row else None
+
+    def list_shards(self) -> list[ShardRecord]:
+        rows = self._all(
+            "SELECT shard_id, host, port, node_id, draining FROM shards ORDER BY shard_id"
+        )
+        return [_shard(r) for r in rows]
+
+    def put_shard(self, shard: ShardRecord) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO shards (shard_id, host, port, node_id, draining) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (shard.shard_id, shard.host, shard.port, shard.node_id, int(shard.draining)),
+        )
+
+    def delete_shard(self, shard_id: str) -> None:
+        self._write("DELETE FROM shards WHERE shard_id = ?", (shard_id,))
+
+    # databases
+    def get_database(self, name: str) -> DatabaseRecord | None:
+        row = self._one("SELECT name, primary_shard FROM databases WHERE name = ?", (name,))
+        return DatabaseRecord(row[0], row[1]) if row else None
+
+    def list_databases(self) -> list[DatabaseRecord]:
+        rows = self._all("SELECT name, primary_shard FROM databases ORDER BY name")
+        return [DatabaseRecord(r[0], r[1]) for r in rows]
+
+    def put_database(self, db: DatabaseRecord) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO databases (name, primary_shard) VALUES (?, ?)",
+            (db.name, db.primary_shard),
+        )
+
+    # collections
+    def get_collection(self, database: str, collection: str) -> CollectionRecord | None:
+        row = self._one(
+            "SELECT database, collection, epoch, key_fields, strategy, is_unique, created_ms "
+            "FROM collections WHERE database = ? AND collection = ?",
+            (database, collection),
+        )
+        return _collection(row) if row else None
+
+    def list_collections(self, database: str | None = None) -> list[CollectionRecord]:
+        sql = (
+            "SELECT database, collection, epoch, key_fields, strategy, is_unique, created_ms "
+            "FROM collections"
+        )
+        if database is None:
+            rows = self._all(sql + " ORDER BY database, collection")
+        else:
+            rows = self._all(sql + " WHERE database = ? ORDER BY collection", (database,))
+        return [_collection(r) for r in rows]
+
+    def put_collection(self, coll: CollectionRecord) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO collections "
+            "(database, collection, epoch, key_fields, strategy, is_unique, created_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                coll.database,
+                coll.collection,
+                coll.epoch,
+                json.dumps(list(coll.key_fields)),
+                coll.strategy,
+                int(coll.unique),
+                coll.created_ms,
+            ),
+        )
+
+    # chunks
+    def get_chunk(self, chunk_id: str) -> ChunkRecord | None:
+        row = self._one(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE chunk_id = ?", (chunk_id,))
+        return _chunk(row) if row else None
+
+    def list_chunks(
+        self,
+        namespace: str | None = None,
+        *,
+        shard_id: str | None = None,
+        since_version: int | None = None,
+    ) -> list[ChunkRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if namespace is not None:
+            where.append("namespace = ?")
+            params.append(namespace)
+        if shard_id is not None:
+            where.append("shard_id = ?")
+            params.append(shard_id)
+        if since_version is not None:
+            where.append("version > ?")
+            params.append(since_version)
+        sql = f"SELECT {_CHUNK_COLUMNS} FROM chunks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY namespace, min_sort"
+        return [_chunk(r) for r in self._all(sql, tuple(params))]
+
+    def insert_chunks(self, chunks: list[ChunkRecord]) -> None:
+        if not self._writable:
+            raise LauraError(ErrorCode.INTERNAL_ERROR, "write in a read-only metadata snapshot")
+        self._conn.executemany(
+            f"INSERT INTO chunks ({_CHUNK_COLUMNS}, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    c.chunk_id,
+                    c.namespace,
+                    c.min_key,
+                    c.max_key,
+                    c.min_sort,
+                    c.shard_id,
+                    c.major,
+                    c.minor,
+                    int(c.jumbo),
+                    combined_version(c.major, c.minor),
+                )
+                for c in chunks
+            ],
+        )
+
+    def delete_chunk(self, chunk_id: str) -> None:
+        self._write("DELETE FROM chunks WHERE chunk_id = ?", (chunk_id,))
+
+    def collection_version(self, namespace: str) -> tuple[int, int]:
+        row = self._one(
+            "SELECT major, minor FROM chunks WHERE namespace = ? ORDER BY version DESC LIMIT 1",
+            (namespace,),
+        )
+        return (row[0], row[1]) if row else (0, 0)
+
+    # nodes
+    def get_node(self, node_id: str) -> NodeRecord | None:
+        row = self._one(
+            "SELECT node_id, host, port, role, priority, tags, shard_id, up, last_heartbeat_ms "
+            "FROM nodes WHERE node_id = ?",
+            (node_id,),
+        )
+        return _node(row) if row else None
+
+    def list_nodes(self) -> list[NodeRecord]:
+        rows = self._all(
+            "SELECT node_id, host, port, role, priority, tags, shard_id, up, last_heartbeat_ms "
+            "FROM nodes ORDER BY node_id"
+        )
+        return [_node(r) for r in rows]
+
+    def put_node(self, node: NodeRecord) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO nodes "
+            "(node_id, host, port, role, priority, tags, shard_id, up, last_heartbeat_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                node.node_id,
+                node.host,
+                node.port,
+                node.role,
+                node.priority,
+                json.dumps(node.tags, sort_keys=True),
+                node.shard_id,
+                int(node.up),
+                node.last_heartbeat_ms,
+            ),
+        )
+
+    def delete_node(self, node_id: str) -> None:
+        self._write("DELETE FROM nodes WHERE node_id = ?", (node_id,))
+
+    # meta
+    def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+class SqliteMetadataStore(MetadataStore):
+    """One SQLite file (WAL, synchronous=FULL) in the data directory.
+
+    Used from one thread (the server's event loop); a lock guards against misuse
+    from others. Transactions do not nest.
+    """
+
+    def __init__(self, data_dir: str | Path) -> None:
+        directory = Path(data_dir)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.path = directory / DB_FILE_NAME
+            self._conn = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+        except (OSError, sqlite3.Error) as exc:
+            raise LauraError(
+                ErrorCode.INTERNAL_ERROR, f"cannot open the metadata store in {directory}: {exc}"
+            ) from None
+        self._lock = threading.RLock()
+        self._active = False
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        with self.transaction() as tx:
+            for statement in _SCHEMA:
+                self._conn.execute(statement)
+            stored = tx.get_meta("schema_version")
+            if stored is None:
+                tx.set_meta("schema_version", str(SCHEMA_VERSION))
+                tx.set_meta(TOPOLOGY_VERSION_KEY, "0")
+            elif int(stored) > SCHEMA_VERSION:
+                raise LauraError(
+                    ErrorCode.INTERNAL_ERROR,
+                    f"metadata store {self.path} has schema version {stored}, "
+                    f"newer than this server's {SCHEMA_VERSION}",
+                )
+
+    @contextmanager
+    def _begin(self, *, writable: bool) -> Iterator[SqliteTransaction]:
+        with self._lock:
+            if self._active:
+                raise LauraError(ErrorCode.INTERNAL_ERROR, "metadata transactions do not nest")
+            self._active = True
+            try:
+                self._conn.execute("BEGIN IMMEDIATE" if writable else "BEGIN")
+                try:
+                    yield SqliteTransaction(self._conn, writable=writable)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise LauraError(
+                    ErrorCode.INTERNAL_ERROR, f"metadata store error: {exc}"
+                ) from None
+            finally:
+                self._active = False
+
+    def transaction(self) -> AbstractContextManager[MetadataTransaction]:
+        return self._begin(writable=True)
+
+    def snapshot(self) -> AbstractContextManager[MetadataTransaction]:
+        return self._begin(writable=False)
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                log.warning("closing the metadata store failed", exc_info=True)
