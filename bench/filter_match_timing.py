@@ -43,7 +43,7 @@ def make_docs(n: int) -> list[dict[str, Any]]:
                 "history": [
                     {"at": i * 1000 + k, "event": "login", "ok": bool(k % 2)} for k in range(6)
                 ],
-                "bio": "x" * 380,
+                "bio": "x" * 520,
             }
         )
     return decode_roundtrip(docs)
@@ -88,6 +88,26 @@ def main() -> None:
     t_call = timed("compile_filter(...)(doc)", matcher, docs)
     timed("match_with_position", lambda d: matcher.match_with_position(d)[0], docs)
     print(f"ratio match/hand = {t_match / t_hand:.2f}x, call/hand = {t_call / t_hand:.2f}x")
+
+    # The same clauses, least selective first: all three are evaluated more often.
+    spec2 = {"age": {"$gte": 30}, "score": {"$lt": 50}, "status": "active"}
+    matcher2 = compile_filter(spec2)
+
+    def hand2(d: dict[str, Any]) -> bool:
+        age = d.get("age")
+        score = d.get("score")
+        return (
+            age is not None
+            and age >= 30
+            and score is not None
+            and score < 50
+            and d.get("status") == "active"
+        )
+
+    t_hand2 = timed("hand-written if-chain (reordered)", hand2, docs)
+    t_match2 = timed("compile_filter(reordered).match", matcher2.match, docs)
+    t_call2 = timed("compile_filter(reordered)(doc)", matcher2, docs)
+    print(f"ratio match/hand = {t_match2 / t_hand2:.2f}x, call/hand = {t_call2 / t_hand2:.2f}x")
 
     others: list[dict[str, Any]] = [
         {"address.city": "Paris", "age": {"$lt": 40}},
