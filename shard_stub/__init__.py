@@ -1,0 +1,1 @@
+"""The shard node: documents of the chunks it owns, in SQLite, behind ShardService."""

@@ -1,0 +1,74 @@
+"""``lauradb-shard --shard-id ID --port 27018 --data-dir DIR --config HOST:PORT``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from lauradb.errors import LauraError
+from lauradb.rpc.server import setup_logging
+from shard_stub.app import ShardApp
+
+
+def _address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="lauradb-shard", description="LauraDB shard node (documents of owned chunks)"
+    )
+    parser.add_argument("--shard-id", required=True, help="this shard's id (e.g. shard0)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=27018, help="gRPC port (default 27018)")
+    parser.add_argument("--data-dir", required=True, help="directory of the shard's data")
+    parser.add_argument(
+        "--config", required=True, type=_address, help="config server address HOST:PORT"
+    )
+    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus HTTP port")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error", "critical"],
+    )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    args = parser.parse_args(argv)
+    if not args.shard_id.strip():
+        parser.error("--shard-id must not be empty")
+    if not 0 <= args.port < 65536:
+        parser.error("--port must be in 0..65535")
+    return args
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    app = ShardApp(
+        shard_id=args.shard_id,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        config_address=args.config,
+        metrics_port=args.metrics_port,
+    )
+    await app.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        asyncio.run(_serve(args))
+    except LauraError as err:
+        print(f"lauradb-shard: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

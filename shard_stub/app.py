@@ -1,0 +1,159 @@
+"""Wiring of a shard node: storage, metadata cache, cursors, service, membership."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+from pathlib import Path
+
+import grpc
+
+from lauradb.cluster import routing_pb2, routing_pb2_grpc, shard_pb2_grpc
+from lauradb.errors import ErrorCode, LauraError
+from lauradb.rpc.channels import ChannelPool
+from lauradb.rpc.errors import from_rpc_error
+from lauradb.rpc.server import RpcServer
+from shard_stub.cursors import CursorManager
+from shard_stub.membership import Membership
+from shard_stub.metadata import FetchShardMap, ShardMetadata
+from shard_stub.service import SERVICE_NAME, ShardServicer
+from shard_stub.storage import ShardStorage
+
+log = logging.getLogger("lauradb.shard")
+
+CONFIG_CALL_TIMEOUT_S = 5.0
+CURSOR_REAP_INTERVAL_S = 30.0
+
+
+def config_fetcher(pool: ChannelPool, config_address: str) -> FetchShardMap:
+    """ConfigService.GetShardMap on the config server; failures as LauraError."""
+
+    async def fetch(req: routing_pb2.GetShardMapRequest) -> routing_pb2.GetShardMapResponse:
+        stub = routing_pb2_grpc.ConfigServiceStub(pool.get(config_address))
+        try:
+            resp: routing_pb2.GetShardMapResponse = await stub.GetShardMap(
+                req, timeout=CONFIG_CALL_TIMEOUT_S
+            )
+        except grpc.RpcError as exc:
+            err = from_rpc_error(exc, target=config_address)
+            if err.code in (ErrorCode.EXCEEDED_TIME_LIMIT, ErrorCode.HOST_UNREACHABLE):
+                raise LauraError(
+                    ErrorCode.HOST_UNREACHABLE,
+                    f"config server {config_address} unreachable, cannot verify placement "
+                    f"of {req.database}.{req.collection}: {err.message}",
+                ) from None
+            raise err from None
+        return resp
+
+    return fetch
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """An exclusive lock on ``DIR/shard.lock`` (released when the process dies)."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / "shard.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise LauraError(
+            ErrorCode.OPERATION_FAILED, f"cannot use data directory {data_dir}: {exc}"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise LauraError(
+            ErrorCode.OPERATION_FAILED,
+            f"data directory {data_dir} is in use by another shard process",
+        ) from None
+    return fd
+
+
+def advertised_host(host: str) -> str:
+    """The address other processes use to reach us (``0.0.0.0`` -> the host name)."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        return socket.gethostname()
+    return host
+
+
+class ShardApp:
+    """One shard node process."""
+
+    def __init__(
+        self,
+        *,
+        shard_id: str,
+        host: str,
+        port: int,
+        data_dir: str | Path,
+        config_address: str,
+        metrics_port: int | None = None,
+        heartbeat_interval: float = 1.0,
+    ) -> None:
+        self.shard_id = shard_id
+        self.host = host
+        self.config_address = config_address
+        self.heartbeat_interval = heartbeat_interval
+        self.data_dir = Path(data_dir)
+        self.storage = ShardStorage(self.data_dir)
+        self._lock_fd: int | None = None
+        self.pool = ChannelPool()
+        self.metadata = ShardMetadata(shard_id, config_fetcher(self.pool, config_address))
+        self.cursors = CursorManager()
+        self.servicer = ShardServicer(shard_id, self.storage, self.metadata, self.cursors)
+        self.server = RpcServer(
+            name=f"lauradb-shard {shard_id}", host=host, port=port, metrics_port=metrics_port
+        )
+        self.server.add_service(
+            shard_pb2_grpc.add_ShardServiceServicer_to_server, self.servicer, SERVICE_NAME
+        )
+        self.membership: Membership | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self.server.on_stop(self._close)
+
+    async def _close(self) -> None:
+        if self.membership is not None:
+            await self.membership.stop()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        self.cursors.close_all()
+        await self.pool.close()
+        await asyncio.to_thread(self.storage.close)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+        log.info("shard %s: storage closed", self.shard_id)
+
+    async def start(self) -> int:
+        """Open storage, serve (SERVING), then join the cluster in the background."""
+        self._lock_fd = lock_data_dir(self.data_dir)
+        await asyncio.to_thread(self.storage.open)
+        port = await self.server.start()
+        await self.server.set_serving(True)
+        self.membership = Membership(
+            shard_id=self.shard_id,
+            host=advertised_host(self.host),
+            port=port,
+            config_address=self.config_address,
+            pool=self.pool,
+            data_path=self.storage.path,
+            interval=self.heartbeat_interval,
+        )
+        self.membership.start()
+        self._reaper = asyncio.create_task(self.cursors.run_reaper(CURSOR_REAP_INTERVAL_S))
+        return port
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT, then stop cleanly."""
+        try:
+            await self.start()
+        except BaseException:
+            await self._close()
+            raise
+        self.server.install_signal_handlers()
+        await self.server.wait()

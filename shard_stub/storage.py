@@ -1,0 +1,764 @@
+"""The shard's storage engine: BSON documents in one SQLite database (WAL).
+
+Layout: a ``catalog`` table (namespace -> table name, shard key pattern) and per
+collection a table ``(id_key BLOB PRIMARY KEY, shard_key BLOB, doc BLOB)`` with an
+index on ``(shard_key, id_key)``. ``id_key`` is ``keys.encode_value(_id)`` (memcmp
+order == BSON order), ``shard_key`` the collection's chunk-space key
+(``ShardKeyPattern.key_for_doc``) or NULL while the collection is unsharded, so a
+chunk's documents are one range scan of the index.
+
+Durability: WAL with ``synchronous=NORMAL``; a committed transaction survives a
+crash of the process (kill -9). Every insert batch, update and delete is one
+transaction. One writer connection (serialised by a lock) and one reader
+connection: reads page through results with short statements (``id_key > last``),
+so a reader never holds the database for long and cursors can resume later.
+
+All methods are synchronous and thread-safe; the service calls them through
+``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bson
+from bson.objectid import ObjectId
+from bson.regex import Regex
+
+from lauradb.bsonkit.codec import MAX_DOCUMENT_BYTES, decode_document, encode_document
+from lauradb.bsonkit.keys import decode_key, encode_value
+from lauradb.errors import ErrorCode, LauraError
+from lauradb.query.filter import Matcher, compile_filter
+from lauradb.query.update import build_upsert_document, compile_update
+from lauradb.sharding.shard_key import ShardKeyPattern
+from shard_stub.ownership import OwnedRanges
+from shard_stub.scan_plan import ID_COLUMN, Points, Range, ScanPlan, plan_scan
+
+log = logging.getLogger("lauradb.shard.storage")
+
+ConnFn = Callable[[], sqlite3.Connection]
+
+DB_FILENAME = "shard.sqlite3"
+FIRST_PAGE = 64
+MAX_PAGE = 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS catalog (
+    ns TEXT PRIMARY KEY,
+    tbl TEXT NOT NULL UNIQUE,
+    key_fields TEXT,
+    key_strategy TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', '1');
+"""
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A catalog entry: where a namespace lives and how its shard keys are computed."""
+
+    ns: str
+    table: str
+    pattern: ShardKeyPattern | None
+
+
+class Row:
+    """One stored document: its keys, its BSON bytes and (decoded on demand) the document."""
+
+    __slots__ = ("_doc", "id_key", "raw", "shard_key")
+
+    def __init__(
+        self, id_key: bytes, shard_key: bytes | None, raw: bytes,
+        doc: dict[str, Any] | None = None,
+    ) -> None:
+        self.id_key = id_key
+        self.shard_key = shard_key
+        self.raw = raw
+        self._doc = doc
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        if self._doc is None:
+            self._doc = bson.decode(self.raw)
+        return self._doc
+
+
+@dataclass
+class WriteError:
+    index: int
+    error: LauraError
+
+
+@dataclass
+class InsertResult:
+    inserted: int = 0
+    errors: list[WriteError] = field(default_factory=list)
+
+
+@dataclass
+class UpdateResult:
+    matched: int = 0
+    modified: int = 0
+    upserted: bool = False
+    upserted_id: Any = None
+
+
+@dataclass
+class ScanStats:
+    """Documents read from storage by a scan (``documents_examined``)."""
+
+    examined: int = 0
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    index: int
+    id_value: Any
+    id_key: bytes
+    shard_key: bytes | None
+    raw: bytes
+
+
+def _duplicate_error(ns: str, id_value: Any) -> LauraError:
+    return LauraError(
+        ErrorCode.DUPLICATE_KEY,
+        f"E11000 duplicate key error collection: {ns} index: _id_ dup key: {{ _id: {id_value!r} }}",
+        {"keyPattern": {"_id": 1}, "keyValue": {"_id": id_value}},
+    )
+
+
+def check_id(value: Any) -> None:
+    """MongoDB's rules for ``_id`` values (no arrays, no regular expressions)."""
+    if isinstance(value, (list, tuple)):
+        raise LauraError(ErrorCode.BAD_VALUE, "can't use an array for _id")
+    if isinstance(value, Regex):
+        raise LauraError(ErrorCode.BAD_VALUE, "can't use a regex for _id")
+    if isinstance(value, Mapping) and any(str(k).startswith("$") for k in value):
+        raise LauraError(
+            ErrorCode.DOLLAR_PREFIXED_FIELD_NAME,
+            "_id fields may not contain '$'-prefixed fields",
+        )
+
+
+def with_id_first(doc: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``doc`` with ``_id`` as its first field (an ObjectId if missing); changed?"""
+    if "_id" in doc:
+        if next(iter(doc)) == "_id":
+            return dict(doc) if not isinstance(doc, dict) else doc, False
+        out = {"_id": doc["_id"]}
+        out.update((k, v) for k, v in doc.items() if k != "_id")
+        return out, True
+    out = {"_id": ObjectId()}
+    out.update(doc)
+    return out, True
+
+
+def _encode_checked(doc: Mapping[str, Any]) -> bytes:
+    raw = encode_document(doc)
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise LauraError(
+            ErrorCode.BSON_OBJECT_TOO_LARGE,
+            f"document is {len(raw)} bytes, over the 16 MiB limit",
+        )
+    return raw
+
+
+class _Keep:
+    """Default of ``pattern`` arguments: keep the collection's current key pattern."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
+PatternArg = ShardKeyPattern | None | _Keep
+
+
+class ShardStorage:
+    """Collections of BSON documents in one SQLite file under ``data_dir``."""
+
+    def __init__(self, data_dir: str | Path, filename: str = DB_FILENAME) -> None:
+        self.path = Path(data_dir) / filename
+        self._w: sqlite3.Connection | None = None
+        self._r: sqlite3.Connection | None = None
+        self._wlock = threading.RLock()
+        self._rlock = threading.RLock()
+        self._catalog: dict[str, Collection] = {}  # committed: what readers see
+        self._txn_catalog: dict[str, Collection] | None = None  # inside a write transaction
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> None:
+        """Open (creating if needed) the database; OPERATION_FAILED when impossible."""
+        try:
+            self._open()
+        except (OSError, sqlite3.Error) as exc:
+            raise LauraError(
+                ErrorCode.OPERATION_FAILED, f"cannot open shard storage at {self.path}: {exc}"
+            ) from None
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        w = self._connect()
+        w.execute("PRAGMA journal_mode=WAL")
+        w.executescript(_SCHEMA)
+        self._w = w
+        self._r = self._connect()
+        self._r.execute("PRAGMA query_only=ON")
+        for ns, tbl, fields, strategy in w.execute(
+            "SELECT ns, tbl, key_fields, key_strategy FROM catalog"
+        ).fetchall():
+            self._catalog[ns] = Collection(ns, tbl, _pattern_from_row(fields, strategy))
+        log.info("storage open at %s (%d collections)", self.path, len(self._catalog))
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA cache_size=-32000")
+        return conn
+
+    def close(self) -> None:
+        """Close both connections (waits for a running write); idempotent."""
+        with self._wlock, self._rlock:
+            if self._closed:
+                return
+            self._closed = True
+            for conn in (self._r, self._w):
+                if conn is not None:
+                    conn.close()
+            self._r = self._w = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._w is not None and not self._closed
+
+    def _writer(self) -> sqlite3.Connection:
+        if self._w is None:
+            raise LauraError(ErrorCode.HOST_UNREACHABLE, "shard storage is closed")
+        return self._w
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._r is None:
+            raise LauraError(ErrorCode.HOST_UNREACHABLE, "shard storage is closed")
+        return self._r
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._wlock:
+            conn = self._writer()
+            conn.execute("BEGIN IMMEDIATE")
+            self._txn_catalog = dict(self._catalog)
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                # Catalog changes become visible to readers only once committed.
+                self._catalog = self._txn_catalog
+            finally:
+                self._txn_catalog = None
+
+    def _wcat(self) -> dict[str, Collection]:
+        """The catalog as the running write transaction sees it."""
+        assert self._txn_catalog is not None
+        return self._txn_catalog
+
+    # ------------------------------------------------------------------ catalog
+
+    def collection(self, ns: str) -> Collection | None:
+        return self._catalog.get(ns)
+
+    def namespaces(self) -> list[str]:
+        return sorted(self._catalog)
+
+    def key_pattern(self, ns: str) -> ShardKeyPattern | None:
+        c = self._catalog.get(ns)
+        return c.pattern if c is not None else None
+
+    def needs_rekey(self, ns: str, pattern: ShardKeyPattern | None) -> bool:
+        """True when the stored shard keys of ``ns`` were computed for another pattern."""
+        c = self._catalog.get(ns)
+        return c is not None and c.pattern != pattern
+
+    def set_key_pattern(self, ns: str, pattern: ShardKeyPattern | None) -> int:
+        """Recompute the ``shard_key`` column of ``ns`` for ``pattern`` (one transaction).
+
+        Returns the number of documents rewritten. Documents whose key cannot be
+        computed (an array on the key path) get a NULL key: no chunk owns them.
+        """
+        with self._transaction() as conn:
+            c = self._wcat().get(ns)
+            if c is None or c.pattern == pattern:
+                return 0
+            return self._rekey(conn, c, pattern)
+
+    def _rekey(
+        self, conn: sqlite3.Connection, c: Collection, pattern: ShardKeyPattern | None
+    ) -> int:
+        changed = 0
+        bad = 0
+        after: bytes | None = None
+        while True:
+            if after is None:
+                rows = conn.execute(
+                    f"SELECT id_key, doc FROM {c.table} ORDER BY id_key LIMIT ?", (MAX_PAGE,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT id_key, doc FROM {c.table} WHERE id_key > ? ORDER BY id_key LIMIT ?",
+                    (after, MAX_PAGE),
+                ).fetchall()
+            if not rows:
+                break
+            updates: list[tuple[bytes | None, bytes]] = []
+            for id_key, raw in rows:
+                key: bytes | None = None
+                if pattern is not None:
+                    try:
+                        key = pattern.key_for_doc(bson.decode(raw))
+                    except LauraError:
+                        bad += 1
+                updates.append((key, id_key))
+            conn.executemany(f"UPDATE {c.table} SET shard_key = ? WHERE id_key = ?", updates)
+            changed += len(updates)
+            after = rows[-1][0]
+        fields, strategy = _pattern_columns(pattern)
+        conn.execute(
+            "UPDATE catalog SET key_fields = ?, key_strategy = ? WHERE ns = ?",
+            (fields, strategy, c.ns),
+        )
+        self._wcat()[c.ns] = Collection(c.ns, c.table, pattern)
+        if bad:
+            log.warning(
+                "%s: %d documents have no valid shard key for %r and are owned by no chunk",
+                c.ns, bad, pattern,
+            )
+        log.info("%s: recomputed shard keys of %d documents for %r", c.ns, changed, pattern)
+        return changed
+
+    def _ensure_collection(
+        self, conn: sqlite3.Connection, ns: str, pattern: PatternArg
+    ) -> Collection:
+        catalog = self._wcat()
+        c = catalog.get(ns)
+        if isinstance(pattern, _Keep):
+            pattern = c.pattern if c is not None else None
+        if c is not None:
+            if c.pattern != pattern:
+                self._rekey(conn, c, pattern)
+                c = catalog[ns]
+            return c
+        (n,) = conn.execute("SELECT COUNT(*) FROM catalog").fetchone()
+        table = f"docs_{n + 1}"
+        while conn.execute("SELECT 1 FROM catalog WHERE tbl = ?", (table,)).fetchone():
+            n += 1
+            table = f"docs_{n + 1}"
+        conn.execute(
+            f"CREATE TABLE {table} (id_key BLOB PRIMARY KEY, shard_key BLOB, doc BLOB NOT NULL)"
+        )
+        conn.execute(f"CREATE INDEX {table}_shard_key ON {table} (shard_key, id_key)")
+        fields, strategy = _pattern_columns(pattern)
+        conn.execute(
+            "INSERT INTO catalog (ns, tbl, key_fields, key_strategy) VALUES (?, ?, ?, ?)",
+            (ns, table, fields, strategy),
+        )
+        c = Collection(ns, table, pattern)
+        catalog[ns] = c
+        return c
+
+    # ------------------------------------------------------------------ scans
+
+    def scan(
+        self,
+        ns: str,
+        filter_spec: Mapping[str, Any] | None = None,
+        *,
+        owned: OwnedRanges | None = None,
+        stats: ScanStats | None = None,
+        matcher: Matcher | None = None,
+    ) -> Iterator[Row]:
+        """The stored documents of ``ns`` matching ``filter_spec`` (and ``owned``), lazily.
+
+        Reads page by page through the reader connection: a generator can be kept
+        across calls (cursors) and sees writes committed meanwhile (like MongoDB's
+        non-snapshot cursors).
+        """
+        spec = filter_spec or {}
+        if matcher is None:
+            matcher = compile_filter(spec)
+        c = self._catalog.get(ns)
+        if c is None:
+            return iter(())
+        return self._matching(
+            self._reader, self._rlock, c, spec, matcher, owned, stats or ScanStats()
+        )
+
+    def _matching(
+        self,
+        conn_fn: ConnFn,
+        lock: threading.RLock,
+        c: Collection,
+        spec: Mapping[str, Any],
+        matcher: Matcher,
+        owned: OwnedRanges | None,
+        stats: ScanStats,
+    ) -> Iterator[Row]:
+        plan = plan_scan(spec, c.pattern)
+        match = None if matcher.matches_everything else matcher.match
+        decode = bson.decode
+        for id_key, shard_key, raw in self._rows(conn_fn, lock, c.table, plan):
+            if owned is not None and not owned(shard_key):
+                continue
+            stats.examined += 1
+            if match is None:
+                yield Row(id_key, shard_key, raw)  # decoded only if someone needs it
+                continue
+            doc = decode(raw)
+            if match(doc):
+                yield Row(id_key, shard_key, raw, doc)
+
+    def _rows(
+        self, conn_fn: ConnFn, lock: threading.RLock, table: str, plan: ScanPlan
+    ) -> Iterator[tuple[bytes, bytes | None, bytes]]:
+        cols = "id_key, shard_key, doc"
+        if isinstance(plan, Points):
+            col = plan.column
+            for key in plan.keys:
+                after: bytes | None = None
+                while True:
+                    with lock:
+                        if after is None:
+                            rows = conn_fn().execute(
+                                f"SELECT {cols} FROM {table} WHERE {col} = ? "
+                                f"ORDER BY id_key LIMIT ?",
+                                (key, MAX_PAGE),
+                            ).fetchall()
+                        else:
+                            rows = conn_fn().execute(
+                                f"SELECT {cols} FROM {table} WHERE {col} = ? AND id_key > ? "
+                                f"ORDER BY id_key LIMIT ?",
+                                (key, after, MAX_PAGE),
+                            ).fetchall()
+                    yield from rows
+                    if len(rows) < MAX_PAGE:
+                        break
+                    after = rows[-1][0]
+            return
+        yield from self._range_rows(conn_fn, lock, table, plan)
+
+    def _range_rows(
+        self, conn_fn: ConnFn, lock: threading.RLock, table: str, plan: Range
+    ) -> Iterator[tuple[bytes, bytes | None, bytes]]:
+        col = plan.column
+        bounds: list[str] = []
+        args: list[Any] = []
+        if plan.lo is not None:
+            bounds.append(f"{col} {'>=' if plan.lo_inclusive else '>'} ?")
+            args.append(plan.lo)
+        if plan.hi is not None:
+            bounds.append(f"{col} {'<=' if plan.hi_inclusive else '<'} ?")
+            args.append(plan.hi)
+        if col == ID_COLUMN:
+            order = "id_key"
+            resume = "id_key > ?"
+        else:
+            bounds.append(f"{col} IS NOT NULL")
+            order = f"{col}, id_key"
+            resume = f"({col}, id_key) > (?, ?)"
+        base = f"SELECT id_key, shard_key, doc FROM {table}"
+        page = FIRST_PAGE
+        last: tuple[Any, ...] | None = None
+        while True:
+            conds = list(bounds)
+            params = list(args)
+            if last is not None:
+                conds.append(resume)
+                params.extend(last)
+            where = f" WHERE {' AND '.join(conds)}" if conds else ""
+            with lock:
+                rows = conn_fn().execute(
+                    f"{base}{where} ORDER BY {order} LIMIT ?", (*params, page)
+                ).fetchall()
+            yield from rows
+            if len(rows) < page:
+                return
+            tail = rows[-1]
+            last = (tail[0],) if col == ID_COLUMN else (tail[1], tail[0])
+            page = min(page * 4, MAX_PAGE)
+
+    def count(
+        self, ns: str, filter_spec: Mapping[str, Any] | None = None, *,
+        owned: OwnedRanges | None = None,
+    ) -> int:
+        """The exact number of (owned) documents matching ``filter_spec``."""
+        spec = filter_spec or {}
+        matcher = compile_filter(spec)
+        c = self._catalog.get(ns)
+        if c is None:
+            return 0
+        if matcher.matches_everything:
+            with self._rlock:
+                conn = self._reader()
+                if owned is None:
+                    return int(conn.execute(f"SELECT COUNT(*) FROM {c.table}").fetchone()[0])
+                total = 0
+                for r in owned.ranges:
+                    op = "<=" if r.hi_inclusive else "<"
+                    total += conn.execute(
+                        f"SELECT COUNT(*) FROM {c.table} WHERE shard_key >= ? AND shard_key {op} ?",
+                        (r.lo, r.hi),
+                    ).fetchone()[0]
+                return int(total)
+        return sum(1 for _ in self.scan(ns, spec, owned=owned, matcher=matcher))
+
+    # ------------------------------------------------------------------ inserts
+
+    def insert(
+        self,
+        ns: str,
+        docs: Sequence[bytes | Mapping[str, Any]],
+        *,
+        ordered: bool = True,
+        pattern: PatternArg = KEEP,
+        owned: OwnedRanges | None = None,
+        unique_key: bool = False,
+    ) -> InsertResult:
+        """Insert a batch in one transaction; per-document errors by index.
+
+        Documents without ``_id`` get an ObjectId (``_id`` always becomes the first
+        field). Ordered batches stop at the first error; unordered ones go on. A
+        document whose shard key is in a chunk this shard does not own (``owned``)
+        fails the whole request with STALE_CONFIG before anything is written.
+        ``pattern`` is the collection's current shard key pattern (None: unsharded);
+        stored keys are recomputed first if they follow another one. ``KEEP`` keeps
+        whatever the collection has. ``unique_key`` enforces a unique (ranged) shard
+        key: chunks partition the key space, so uniqueness on this shard is global.
+        """
+        result = InsertResult()
+        if not docs:
+            return result
+        with self._transaction() as conn:
+            c = self._ensure_collection(conn, ns, pattern)
+            prepared: list[_Prepared] = []
+            for i, item in enumerate(docs):
+                try:
+                    prepared.append(self._prepare(i, item, c.pattern))
+                except LauraError as err:
+                    result.errors.append(WriteError(i, err))
+                    if ordered:
+                        break
+            if owned is not None:
+                for p in prepared:
+                    if not owned(p.shard_key):
+                        raise owned.stale_error(f"insert into {ns}")
+            stop_at = result.errors[0].index if (ordered and result.errors) else None
+            check_unique = unique_key and c.pattern is not None and not c.pattern.hashed
+            for p in prepared:
+                if stop_at is not None and p.index > stop_at:
+                    break
+                try:
+                    self._insert_row(conn, c, p, check_unique)
+                except LauraError as err:
+                    result.errors.append(WriteError(p.index, err))
+                    if ordered:
+                        break
+                    continue
+                result.inserted += 1
+        result.errors.sort(key=lambda e: e.index)
+        if ordered and len(result.errors) > 1:
+            del result.errors[1:]
+        return result
+
+    def _insert_row(
+        self, conn: sqlite3.Connection, c: Collection, p: _Prepared, check_unique: bool
+    ) -> None:
+        if check_unique and p.shard_key is not None and conn.execute(
+            f"SELECT 1 FROM {c.table} WHERE shard_key = ? LIMIT 1", (p.shard_key,)
+        ).fetchone():
+            assert c.pattern is not None
+            fields = list(c.pattern.fields)
+            values = dict(zip(fields, decode_key(p.shard_key), strict=False))
+            raise LauraError(
+                ErrorCode.DUPLICATE_KEY,
+                f"E11000 duplicate key error collection: {c.ns} index: shard key "
+                f"{fields} dup key: {values!r}",
+                {"keyPattern": dict.fromkeys(fields, 1), "keyValue": values},
+            )
+        try:
+            conn.execute(
+                f"INSERT INTO {c.table} (id_key, shard_key, doc) VALUES (?, ?, ?)",
+                (p.id_key, p.shard_key, p.raw),
+            )
+        except sqlite3.IntegrityError:
+            raise _duplicate_error(c.ns, p.id_value) from None
+
+    def _prepare(
+        self, index: int, item: bytes | Mapping[str, Any], pattern: ShardKeyPattern | None
+    ) -> _Prepared:
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            raw = bytes(item)
+            doc = decode_document(raw, f"document {index}")
+            if len(raw) > MAX_DOCUMENT_BYTES:
+                raise LauraError(ErrorCode.BSON_OBJECT_TOO_LARGE, "document over 16 MiB")
+            doc, changed = with_id_first(doc)
+            if changed:
+                raw = _encode_checked(doc)
+        else:
+            doc, _ = with_id_first(item)
+            raw = _encode_checked(doc)
+        id_value = doc["_id"]
+        check_id(id_value)
+        shard_key = pattern.key_for_doc(doc) if pattern is not None else None
+        return _Prepared(index, id_value, encode_value(id_value), shard_key, raw)
+
+    # ------------------------------------------------------------------ updates
+
+    def update(
+        self,
+        ns: str,
+        filter_spec: Mapping[str, Any] | None,
+        update_spec: Mapping[str, Any],
+        *,
+        multi: bool = False,
+        upsert: bool = False,
+        array_filters: Sequence[Mapping[str, Any]] | None = None,
+        pattern: PatternArg = KEEP,
+        owned: OwnedRanges | None = None,
+        unique_key: bool = False,
+    ) -> UpdateResult:
+        """Update matching (owned) documents in one transaction.
+
+        Each document's new version is computed by the update engine and only then
+        written; any failure rolls the whole request back. Changing ``_id`` is
+        IMMUTABLE_FIELD; changing the shard key value of a document in a sharded
+        collection is SHARD_KEY_IMMUTABLE. With ``upsert`` and no match, the
+        document built from the filter's equalities and the update is inserted.
+        """
+        spec = filter_spec or {}
+        matcher = compile_filter(spec)
+        upd = compile_update(update_spec, array_filters=list(array_filters) if array_filters else None)
+        if multi and upd.is_replacement:
+            raise LauraError(
+                ErrorCode.FAILED_TO_PARSE,
+                "multi update is not supported for replacement-style update",
+            )
+        result = UpdateResult()
+        with self._transaction() as conn:
+            c = self._wcat().get(ns)
+            if c is not None and not isinstance(pattern, _Keep) and c.pattern != pattern:
+                c = self._ensure_collection(conn, ns, pattern)
+            if c is not None:
+                sql = f"UPDATE {c.table} SET doc = ? WHERE id_key = ?"
+                rows = self._matching(
+                    self._writer, self._wlock, c, spec, matcher, owned, ScanStats()
+                )
+                for row in rows:
+                    result.matched += 1
+                    position = None
+                    if upd.needs_position:
+                        _, position = matcher.match_with_position(row.doc)
+                    new_doc, modified = upd.apply(row.doc, position=position)
+                    if modified:
+                        raw = self._checked_update(c, row, new_doc)
+                        if raw != row.raw:
+                            conn.execute(sql, (raw, row.id_key))
+                            result.modified += 1
+                    if not multi:
+                        break
+            if result.matched == 0 and upsert:
+                c = self._ensure_collection(conn, ns, pattern)
+                doc = build_upsert_document(spec, upd)
+                p = self._prepare(0, doc, c.pattern)
+                if owned is not None and not owned(p.shard_key):
+                    raise owned.stale_error(f"upsert into {ns}")
+                self._insert_row(
+                    conn, c, p, unique_key and c.pattern is not None and not c.pattern.hashed
+                )
+                result.upserted = True
+                result.upserted_id = p.id_value
+        return result
+
+    def _checked_update(self, c: Collection, row: Row, new_doc: Mapping[str, Any]) -> bytes:
+        old_id = row.doc.get("_id")
+        if "_id" not in new_doc:
+            new_doc = {"_id": old_id, **new_doc}
+        elif encode_value(new_doc["_id"]) != row.id_key:
+            raise LauraError(
+                ErrorCode.IMMUTABLE_FIELD,
+                "Performing an update on the path '_id' would modify the immutable field '_id'",
+            )
+        new_doc, _ = with_id_first(new_doc)
+        if c.pattern is not None:
+            try:
+                new_key = c.pattern.key_for_doc(new_doc)
+            except LauraError as err:
+                raise LauraError(
+                    ErrorCode.SHARD_KEY_IMMUTABLE,
+                    f"the update would make the shard key invalid: {err.message}",
+                ) from None
+            if new_key != row.shard_key:
+                raise LauraError(
+                    ErrorCode.SHARD_KEY_IMMUTABLE,
+                    f"After applying the update, the (immutable) shard key "
+                    f"{list(c.pattern.fields)} of document with _id {old_id!r} was found "
+                    f"to have been altered; shard key values cannot be changed "
+                    f"(delete and re-insert the document instead)",
+                    {"_id": old_id},
+                )
+        return _encode_checked(new_doc)
+
+    # ------------------------------------------------------------------ deletes
+
+    def delete(
+        self,
+        ns: str,
+        filter_spec: Mapping[str, Any] | None,
+        *,
+        multi: bool = False,
+        owned: OwnedRanges | None = None,
+    ) -> int:
+        """Delete matching (owned) documents (at most one unless ``multi``)."""
+        spec = filter_spec or {}
+        matcher = compile_filter(spec)
+        with self._transaction() as conn:
+            c = self._wcat().get(ns)
+            if c is None:
+                return 0
+            deleted = 0
+            sql = f"DELETE FROM {c.table} WHERE id_key = ?"
+            for row in self._matching(
+                self._writer, self._wlock, c, spec, matcher, owned, ScanStats()
+            ):
+                conn.execute(sql, (row.id_key,))
+                deleted += 1
+                if not multi:
+                    break
+            return deleted
+
+
+def _pattern_columns(pattern: ShardKeyPattern | None) -> tuple[str | None, str | None]:
+    if pattern is None:
+        return None, None
+    return json.dumps(list(pattern.fields)), pattern.strategy
+
+
+def _pattern_from_row(fields: str | None, strategy: str | None) -> ShardKeyPattern | None:
+    if not fields or not strategy:
+        return None
+    return ShardKeyPattern(json.loads(fields), strategy)
