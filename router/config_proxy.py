@@ -1,0 +1,76 @@
+"""ConfigService on the router: every RPC forwarded to the config server unchanged.
+
+Each call has a deadline; the config server's answer is returned as is, its error
+passed through with the same code. After ShardCollection / SplitChunk /
+MigrateChunk through this router, the cached map of the namespace is dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import aio
+
+from lauradb.cluster import routing_pb2_grpc
+from lauradb.rpc.server import rpc_method
+from router.config_client import ConfigClient
+from router.routing_cache import RoutingCache
+
+__all__ = ["ConfigProxy"]
+
+Ctx = aio.ServicerContext[Any, Any]
+
+
+class ConfigProxy(routing_pb2_grpc.ConfigServiceServicer):
+    def __init__(self, config: ConfigClient, cache: RoutingCache) -> None:
+        self.config = config
+        self.cache = cache
+
+    def _drop_chunk(self, chunk_id: str) -> None:
+        for ns in self.cache.namespaces_with_chunk(chunk_id):
+            self.cache.invalidate(ns)
+
+    @rpc_method
+    async def AddShard(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("AddShard", request)
+
+    @rpc_method
+    async def RemoveShard(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("RemoveShard", request)
+
+    @rpc_method
+    async def SplitChunk(self, request: Any, context: Ctx) -> Any:
+        try:
+            return await self.config.call("SplitChunk", request)
+        finally:
+            self._drop_chunk(request.chunk_id)
+
+    @rpc_method
+    async def MigrateChunk(self, request: Any, context: Ctx) -> Any:
+        try:
+            return await self.config.call("MigrateChunk", request)
+        finally:
+            self._drop_chunk(request.chunk_id)
+
+    @rpc_method
+    async def ShardCollection(self, request: Any, context: Ctx) -> Any:
+        try:
+            return await self.config.call("ShardCollection", request)
+        finally:
+            self.cache.invalidate(f"{request.database}.{request.collection}")
+
+    @rpc_method
+    async def ListShards(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("ListShards", request)
+
+    @rpc_method
+    async def GetShardMap(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("GetShardMap", request)
+
+    @rpc_method
+    async def EnsureDatabase(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("EnsureDatabase", request)
+
+    @rpc_method
+    async def ListDatabases(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("ListDatabases", request)

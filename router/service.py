@@ -1,0 +1,92 @@
+"""RouterService: the application-facing API of the router."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import aio
+
+from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc
+from lauradb.errors import ErrorCode, LauraError
+from lauradb.rpc.server import rpc_method
+from router import aggregate as aggregate_mod
+from router import query_exec, writes
+from router.context import RouterContext
+from router.namespaces import check_namespace
+
+__all__ = ["RouterService"]
+
+Ctx = aio.ServicerContext[Any, Any]
+
+
+class RouterService(routing_pb2_grpc.RouterServiceServicer):
+    def __init__(self, ctx: RouterContext) -> None:
+        self.ctx = ctx
+
+    @rpc_method
+    async def Query(self, request: routing_pb2.QueryRequest, context: Ctx) -> routing_pb2.QueryResponse:
+        return await query_exec.find(self.ctx, request)
+
+    @rpc_method
+    async def GetMore(
+        self, request: router_ext_pb2.GetMoreRequest, context: Ctx
+    ) -> routing_pb2.QueryResponse:
+        return await query_exec.get_more(self.ctx, request)
+
+    @rpc_method
+    async def KillCursors(
+        self, request: router_ext_pb2.KillCursorsRequest, context: Ctx
+    ) -> router_ext_pb2.KillCursorsResponse:
+        killed, not_found = await self.ctx.cursors.kill(list(request.cursor_ids))
+        return router_ext_pb2.KillCursorsResponse(killed=killed, not_found=not_found)
+
+    @rpc_method
+    async def Count(
+        self, request: router_ext_pb2.CountRequest, context: Ctx
+    ) -> router_ext_pb2.CountResponse:
+        return await query_exec.count(self.ctx, request)
+
+    @rpc_method
+    async def Insert(
+        self, request: routing_pb2.InsertRequest, context: Ctx
+    ) -> routing_pb2.InsertResponse:
+        return await writes.insert(self.ctx, request)
+
+    @rpc_method
+    async def Update(
+        self, request: routing_pb2.UpdateRequest, context: Ctx
+    ) -> routing_pb2.UpdateResponse:
+        return await writes.update(self.ctx, request)
+
+    @rpc_method
+    async def Delete(
+        self, request: routing_pb2.DeleteRequest, context: Ctx
+    ) -> routing_pb2.DeleteResponse:
+        return await writes.delete(self.ctx, request)
+
+    @rpc_method
+    async def Aggregate(
+        self, request: routing_pb2.AggregationRequest, context: Ctx
+    ) -> routing_pb2.AggregationResponse:
+        return await aggregate_mod.aggregate(self.ctx, request)
+
+    @rpc_method
+    async def GetShardMap(
+        self, request: routing_pb2.GetShardMapRequest, context: Ctx
+    ) -> routing_pb2.GetShardMapResponse:
+        check_namespace(request.database, request.collection)
+        table = await self.ctx.table_or_none(request.database, request.collection)
+        if table is None:
+            raise LauraError(
+                ErrorCode.NAMESPACE_NOT_FOUND, f"database {request.database!r} not found"
+            )
+        if request.version > table.version or (
+            request.version and request.epoch and request.epoch != table.epoch
+        ):
+            # The caller has seen a newer map than ours: catch up first.
+            table = await self.ctx.cache.refresh(request.database, request.collection, table)
+        return table.to_response(
+            since_version=request.version,
+            since_epoch=request.epoch,
+            incremental=request.incremental,
+        )

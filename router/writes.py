@@ -1,0 +1,524 @@
+"""Insert, Update and Delete at the router.
+
+Inserts are split into per-shard batches (see ``insert_batching``); ordered inserts
+send runs of consecutive same-shard documents in order and stop at the first error,
+unordered ones send one batch per shard, all shards concurrently. Errors come back
+by the caller's index.
+
+Updates/deletes go to the shards the filter targets. ``multi=false`` changes exactly
+one document in the cluster: a filter that pins the full shard key (or reaches one
+shard) goes to that shard; otherwise the router finds a candidate (``_id``) on the
+targeted shards, then updates/deletes it by ``{$and: [filter, {_id: id}]}`` on its
+shard, retrying if it lost a race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import bson
+
+from lauradb.cluster import error_pb2, routing_pb2, shard_pb2
+from lauradb.errors import ErrorCode, LauraError
+from lauradb.query.filter import compile_filter
+from lauradb.query.update import compile_update
+from router.context import RouterContext
+from router.insert_batching import (
+    Batch,
+    RoutedDoc,
+    WriteErrorInfo,
+    group_by_shard,
+    map_errors,
+    ordered_runs,
+    prepare_documents,
+    route,
+    split_batch,
+)
+from router.namespaces import check_namespace, decode_field, decode_required
+from router.routing_table import RoutingTable
+from router.shard_client import MAX_STALE_RETRIES, is_stale, stale_backoff
+from router.targets import Targets, target_filter
+
+__all__ = [
+    "candidate_filter",
+    "delete",
+    "insert",
+    "pick_candidate",
+    "update",
+]
+
+log = logging.getLogger("lauradb.router.writes")
+
+T = TypeVar("T")
+
+MAX_TWO_PHASE_ATTEMPTS = 5
+
+
+# ============================================================================ insert
+
+
+class _InsertRun:
+    """Accumulated outcome of one Insert request."""
+
+    def __init__(self) -> None:
+        self.inserted = 0
+        self.errors: list[WriteErrorInfo] = []
+        self.shard_level: list[LauraError] = []  # whole-batch failures (e.g. shard down)
+
+    def batch_failed(self, batch: Batch, err: LauraError, ordered: bool) -> None:
+        self.shard_level.append(err)
+        items = batch.items[:1] if ordered else batch.items
+        self.errors.extend(WriteErrorInfo.of(i.index, err) for i in items)
+
+
+async def insert(ctx: RouterContext, req: routing_pb2.InsertRequest) -> routing_pb2.InsertResponse:
+    check_namespace(req.database, req.collection)
+    out = routing_pb2.InsertResponse(request_id=req.request_id)
+    if not req.documents:
+        return out
+    items = prepare_documents(req.documents)
+    table = await ctx.table_for_write(req.database, req.collection)
+    run = _InsertRun()
+    if req.ordered:
+        await _insert_ordered(ctx, req, table, items, run)
+    else:
+        await _insert_unordered(ctx, req, table, items, run)
+    if run.inserted == 0 and run.shard_level and len(run.errors) == (
+        1 if req.ordered else len(items)
+    ) and all(e.code == run.shard_level[0].code for e in run.errors):
+        raise run.shard_level[0]  # nothing was written: fail the call itself
+    out.inserted_count = run.inserted
+    run.errors.sort(key=lambda e: e.index)
+    for e in run.errors:
+        out.errors.add(index=e.index, error=e.message, code=e.code, code_name=e.code_name)
+    if run.errors:
+        first = run.errors[0]
+        out.error.CopyFrom(
+            error_pb2.Error(code=first.code, code_name=first.code_name, message=first.message)
+        )
+    return out
+
+
+async def _send_batch(
+    ctx: RouterContext,
+    req: routing_pb2.InsertRequest,
+    table: RoutingTable,
+    batch: Batch,
+    ordered: bool,
+) -> shard_pb2.ShardInsertResponse:
+    sreq = shard_pb2.ShardInsertRequest(
+        request_id=req.request_id,
+        database=req.database,
+        collection=req.collection,
+        documents=batch.documents,
+        ordered=ordered,
+        version=table.shard_version(batch.shard),
+    )
+    address = ctx.shards.address_of(table, batch.shard)
+    resp: shard_pb2.ShardInsertResponse = await ctx.shards.call(batch.shard, address, "Insert", sreq)
+    return resp
+
+
+def _shard_errors(resp: shard_pb2.ShardInsertResponse) -> list[tuple[int, int, str, str]]:
+    return [(e.index, e.code, e.code_name, e.message) for e in resp.errors]
+
+
+async def _insert_ordered(
+    ctx: RouterContext,
+    req: routing_pb2.InsertRequest,
+    table: RoutingTable,
+    items: list[RoutedDoc],
+    run: _InsertRun,
+) -> None:
+    pos = 0  # items[:pos] are done
+    stale_attempts = 0
+    while pos < len(items):
+        rest = items[pos:]
+        route(rest, table.shard_for_key_doc)
+        runs, bad = ordered_runs(rest)
+        pending = deque(piece for r in runs for piece in split_batch(r))
+        refreshed = False
+        while pending:
+            batch = pending.popleft()
+            try:
+                resp = await _send_batch(ctx, req, table, batch, True)
+            except LauraError as err:
+                if is_stale(err) and stale_attempts < MAX_STALE_RETRIES:
+                    table = await ctx.cache.refresh(req.database, req.collection, table)
+                    await asyncio.sleep(stale_backoff(stale_attempts))
+                    stale_attempts += 1
+                    refreshed = True
+                    break
+                run.batch_failed(batch, err, ordered=True)
+                return
+            stale_attempts = 0
+            run.inserted += resp.inserted_count
+            if resp.errors:
+                run.errors.extend(map_errors(batch, _shard_errors(resp)[:1]))
+                return
+            pos += len(batch.items)
+        if refreshed:
+            continue
+        if bad is not None:
+            assert bad.error is not None
+            run.errors.append(WriteErrorInfo.of(bad.index, bad.error))
+        return
+
+
+async def _insert_unordered(
+    ctx: RouterContext,
+    req: routing_pb2.InsertRequest,
+    table: RoutingTable,
+    items: list[RoutedDoc],
+    run: _InsertRun,
+) -> None:
+    route(items, table.shard_for_key_doc)
+    batches, unroutable = group_by_shard(items)
+    for u in unroutable:
+        assert u.error is not None
+        run.errors.append(WriteErrorInfo.of(u.index, u.error))
+    await asyncio.gather(*(_unordered_shard(ctx, req, table, b, run, 0) for b in batches))
+
+
+async def _unordered_shard(
+    ctx: RouterContext,
+    req: routing_pb2.InsertRequest,
+    table: RoutingTable,
+    batch: Batch,
+    run: _InsertRun,
+    attempt: int,
+) -> None:
+    for piece in split_batch(batch):
+        try:
+            resp = await _send_batch(ctx, req, table, piece, False)
+        except LauraError as err:
+            if is_stale(err) and attempt < MAX_STALE_RETRIES:
+                new_table = await ctx.cache.refresh(req.database, req.collection, table)
+                await asyncio.sleep(stale_backoff(attempt))
+                route(piece.items, new_table.shard_for_key_doc)
+                regrouped, unroutable = group_by_shard(piece.items)
+                for u in unroutable:
+                    assert u.error is not None
+                    run.errors.append(WriteErrorInfo.of(u.index, u.error))
+                await asyncio.gather(
+                    *(_unordered_shard(ctx, req, new_table, b, run, attempt + 1) for b in regrouped)
+                )
+                continue
+            run.batch_failed(piece, err, ordered=False)
+            continue
+        run.inserted += resp.inserted_count
+        run.errors.extend(map_errors(piece, _shard_errors(resp)))
+
+
+# ============================================================================ update / delete
+
+
+def candidate_filter(filter_doc: Mapping[str, Any], doc_id: Any) -> dict[str, Any]:
+    """The filter that updates/deletes exactly the chosen candidate (if it still matches)."""
+    if not filter_doc:
+        return {"_id": doc_id}
+    return {"$and": [dict(filter_doc), {"_id": doc_id}]}
+
+
+def pick_candidate(
+    results: Sequence[tuple[str, Sequence[bytes]]],
+) -> tuple[str, Any] | None:
+    """The first ``(shard, _id)`` found, in the order the shards were asked."""
+    for shard, docs in results:
+        for data in docs:
+            doc = bson.decode(data)
+            if "_id" in doc:
+                return shard, doc["_id"]
+    return None
+
+
+def _require_upsert_target(table: RoutingTable, targets: Targets) -> None:
+    if table.sharded and not targets.exact_single_key:
+        fields = list(table.pattern.fields) if table.pattern is not None else []
+        raise LauraError(
+            ErrorCode.SHARD_KEY_NOT_FOUND,
+            f"Failed to target upsert by query :: could not extract exact shard key; "
+            f"an upsert on a sharded collection must include the full shard key {fields} "
+            f"by equality in its filter",
+        )
+
+
+async def _broadcast(
+    ctx: RouterContext,
+    database: str,
+    collection: str,
+    table: RoutingTable,
+    targets_of: Callable[[RoutingTable], list[str]],
+    send: Callable[[RoutingTable, str], Awaitable[T]],
+) -> list[T]:
+    """Send to every targeted shard concurrently; shards answering STALE_CONFIG are
+    retried after a refresh (shards that already succeeded are not asked again)."""
+    done: set[str] = set()
+    results: list[T] = []
+    attempt = 0
+    while True:
+        shards = [s for s in targets_of(table) if s not in done]
+        answers = await asyncio.gather(*(send(table, s) for s in shards), return_exceptions=True)
+        stale: LauraError | None = None
+        failure: BaseException | None = None
+        for s, a in zip(shards, answers, strict=True):
+            if isinstance(a, LauraError) and is_stale(a):
+                stale = stale or a
+            elif isinstance(a, BaseException):
+                failure = failure or a
+            else:
+                done.add(s)
+                results.append(a)
+        if failure is not None:
+            raise failure
+        if stale is None:
+            return results
+        if attempt >= MAX_STALE_RETRIES:
+            raise stale
+        table = await ctx.cache.refresh(database, collection, table)
+        await asyncio.sleep(stale_backoff(attempt))
+        attempt += 1
+
+
+class _WriteSpec:
+    """The decoded parts of an update/delete request (decoded only when needed)."""
+
+    def __init__(
+        self,
+        filter_bytes: bytes,
+        update_bytes: bytes | None,
+        array_filters: Sequence[bytes],
+    ) -> None:
+        self.filter_bytes = filter_bytes
+        self.update_bytes = update_bytes
+        self.array_filter_bytes = list(array_filters)
+        self._filter: dict[str, Any] | None = None
+        self._validated = False
+
+    @property
+    def filter(self) -> dict[str, Any]:
+        if self._filter is None:
+            self._filter = decode_field(self.filter_bytes, "query filter")
+        return self._filter
+
+    def validate(self) -> None:
+        """Compile filter and update once at the router (before a fan-out)."""
+        if self._validated:
+            return
+        compile_filter(self.filter)
+        if self.update_bytes is not None:
+            update_doc = decode_required(self.update_bytes, "update")
+            afs = [decode_field(a, "array filter") for a in self.array_filter_bytes]
+            compile_update(update_doc, array_filters=afs or None)
+        self._validated = True
+
+
+async def update(ctx: RouterContext, req: routing_pb2.UpdateRequest) -> routing_pb2.UpdateResponse:
+    check_namespace(req.database, req.collection)
+    if not req.update:
+        raise LauraError(ErrorCode.FAILED_TO_PARSE, "update is required")
+    spec = _WriteSpec(req.query, req.update, req.array_filters)
+    if req.upsert:
+        table = await ctx.table_for_write(req.database, req.collection)
+    else:
+        maybe = await ctx.table_or_none(req.database, req.collection)
+        if maybe is None:
+            spec.validate()
+            return routing_pb2.UpdateResponse(request_id=req.request_id)
+        table = maybe
+
+    def shard_request(table: RoutingTable, shard: str, filter_bytes: bytes) -> shard_pb2.ShardUpdateRequest:
+        return shard_pb2.ShardUpdateRequest(
+            request_id=req.request_id,
+            database=req.database,
+            collection=req.collection,
+            filter=filter_bytes,
+            update=req.update,
+            multi=req.multi,
+            upsert=req.upsert,
+            array_filters=req.array_filters,
+            version=table.shard_version(shard),
+        )
+
+    async def send(table: RoutingTable, shard: str, filter_bytes: bytes = req.query) -> Any:
+        address = ctx.shards.address_of(table, shard)
+        return await ctx.shards.call(
+            shard, address, "Update", shard_request(table, shard, filter_bytes)
+        )
+
+    def finish(answers: list[Any]) -> routing_pb2.UpdateResponse:
+        out = routing_pb2.UpdateResponse(request_id=req.request_id)
+        for a in answers:
+            out.matched_count += a.matched_count
+            out.modified_count += a.modified_count
+            if a.upserted_id:
+                out.upserted_count += 1
+                out.upserted_id = a.upserted_id
+        return out
+
+    return await _targeted_write(
+        ctx, req.database, req.collection, table, spec, req.multi, req.upsert, send, finish,
+        req.request_id,
+    )
+
+
+async def delete(ctx: RouterContext, req: routing_pb2.DeleteRequest) -> routing_pb2.DeleteResponse:
+    check_namespace(req.database, req.collection)
+    spec = _WriteSpec(req.query, None, ())
+    maybe = await ctx.table_or_none(req.database, req.collection)
+    if maybe is None:
+        spec.validate()
+        return routing_pb2.DeleteResponse(request_id=req.request_id)
+    table = maybe
+
+    async def send(table: RoutingTable, shard: str, filter_bytes: bytes = req.query) -> Any:
+        address = ctx.shards.address_of(table, shard)
+        return await ctx.shards.call(
+            shard,
+            address,
+            "Delete",
+            shard_pb2.ShardDeleteRequest(
+                request_id=req.request_id,
+                database=req.database,
+                collection=req.collection,
+                filter=filter_bytes,
+                multi=req.multi,
+                version=table.shard_version(shard),
+            ),
+        )
+
+    def finish(answers: list[Any]) -> routing_pb2.DeleteResponse:
+        return routing_pb2.DeleteResponse(
+            request_id=req.request_id, deleted_count=sum(a.deleted_count for a in answers)
+        )
+
+    return await _targeted_write(
+        ctx, req.database, req.collection, table, spec, req.multi, False, send, finish,
+        req.request_id,
+    )
+
+
+async def _targeted_write(
+    ctx: RouterContext,
+    database: str,
+    collection: str,
+    table: RoutingTable,
+    spec: _WriteSpec,
+    multi: bool,
+    upsert: bool,
+    send: Callable[..., Awaitable[Any]],
+    finish: Callable[[list[Any]], T],
+    request_id: str,
+) -> T:
+    attempt = 0
+    while not table.sharded:
+        # Lean path: the primary shard holds everything and validates the request.
+        try:
+            return finish([await send(table, table.primary_shard)])
+        except LauraError as err:
+            if not is_stale(err) or attempt >= MAX_STALE_RETRIES:
+                raise
+        table = await ctx.cache.refresh(database, collection, table)
+        await asyncio.sleep(stale_backoff(attempt))
+        attempt += 1
+
+    targets = target_filter(table, spec.filter)
+    if upsert:
+        _require_upsert_target(table, targets)
+    if multi or targets.exact_single_key or len(targets.shards) == 1:
+        if len(targets.shards) > 1:
+            spec.validate()
+
+        def targets_of(t: RoutingTable) -> list[str]:
+            return target_filter(t, spec.filter).shards
+
+        answers = await _broadcast(ctx, database, collection, table, targets_of, send)
+        return finish(answers)
+    spec.validate()
+    return finish(await _two_phase(ctx, database, collection, table, spec, send, request_id))
+
+
+async def _two_phase(
+    ctx: RouterContext,
+    database: str,
+    collection: str,
+    table: RoutingTable,
+    spec: _WriteSpec,
+    send: Callable[..., Awaitable[Any]],
+    request_id: str,
+) -> list[Any]:
+    """multi=false without the shard key: find one candidate, then write it by _id."""
+    stale_attempts = 0
+    for _ in range(MAX_TWO_PHASE_ATTEMPTS + MAX_STALE_RETRIES):
+        shards = target_filter(table, spec.filter).shards
+        fields = {"_id": 1}
+        if table.pattern is not None:
+            for f in table.pattern.fields:
+                if f != "_id" and not f.startswith("_id."):
+                    fields[f] = 1
+        projection = bson.encode(fields)
+        addresses = [ctx.shards.address_of(table, s) for s in shards]
+        calls = [
+            ctx.shards.call(
+                s,
+                addr,
+                "Find",
+                shard_pb2.ShardFindRequest(
+                    request_id=request_id,
+                    database=database,
+                    collection=collection,
+                    filter=spec.filter_bytes,
+                    projection=projection,
+                    limit=1,
+                    batch_size=1,
+                    version=table.shard_version(s),
+                ),
+            )
+            for s, addr in zip(shards, addresses, strict=True)
+        ]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        leftovers = [
+            (s, addr, a.cursor_id)
+            for s, addr, a in zip(shards, addresses, answers, strict=True)
+            if not isinstance(a, BaseException) and a.cursor_id
+        ]
+        if leftovers:
+            await ctx.shards.kill_cursors(leftovers)
+        errors = [a for a in answers if isinstance(a, BaseException)]
+        stale = next((e for e in errors if isinstance(e, LauraError) and is_stale(e)), None)
+        if stale is not None:
+            if stale_attempts >= MAX_STALE_RETRIES:
+                raise stale
+            table = await ctx.cache.refresh(database, collection, table)
+            await asyncio.sleep(stale_backoff(stale_attempts))
+            stale_attempts += 1
+            continue
+        if errors:
+            raise errors[0]
+        found = pick_candidate(
+            [(s, list(a.documents)) for s, a in zip(shards, answers, strict=True)]  # type: ignore[union-attr]
+        )
+        if found is None:
+            return []
+        shard, doc_id = found
+        narrowed = bson.encode(candidate_filter(spec.filter, doc_id))
+        try:
+            answer = await send(table, shard, narrowed)
+        except LauraError as err:
+            if is_stale(err) and stale_attempts < MAX_STALE_RETRIES:
+                table = await ctx.cache.refresh(database, collection, table)
+                await asyncio.sleep(stale_backoff(stale_attempts))
+                stale_attempts += 1
+                continue
+            raise
+        matched = getattr(answer, "matched_count", None)
+        if matched is None:
+            matched = getattr(answer, "deleted_count", 0)
+        if matched:
+            return [answer]
+        log.info("candidate %r on %s no longer matched; retrying", doc_id, shard)
+    return []
