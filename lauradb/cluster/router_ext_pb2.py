@@ -26,7 +26,7 @@ from lauradb.cluster import cluster_pb2 as lauradb_dot_cluster_dot_cluster__pb2
 from lauradb.cluster import error_pb2 as lauradb_dot_cluster_dot_error__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lauradb/cluster/router_ext.proto\x12\x0flauradb.cluster\x1a\x1dlauradb/cluster/cluster.proto\x1a\x1blauradb/cluster/error.proto\"K\n\x0eGetMoreRequest\x12\x11\n\tcursor_id\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\x05\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"(\n\x12KillCursorsRequest\x12\x12\n\ncursor_ids\x18\x01 \x03(\t\"_\n\x13KillCursorsResponse\x12\x0e\n\x06killed\x18\x01 \x03(\t\x12\x11\n\tnot_found\x18\x02 \x03(\t\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"t\n\x0c\x43ountRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\x03\x12\x0c\n\x04skip\x18\x05 \x01(\x03\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"E\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"\x13\n\x11ListShardsRequest\"g\n\x12ListShardsResponse\x12*\n\x06shards\x18\x01 \x03(\x0b\x32\x1a.lauradb.cluster.ShardInfo\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\")\n\x15\x45nsureDatabaseRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\"y\n\x16\x45nsureDatabaseResponse\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x15\n\rprimary_shard\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"\x16\n\x14ListDatabasesRequest\"e\n\x0c\x44\x61tabaseInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rprimary_shard\x18\x02 \x01(\t\x12\x13\n\x0b\x63ollections\x18\x03 \x03(\t\x12\x1b\n\x13sharded_collections\x18\x04 \x03(\t\"p\n\x15ListDatabasesResponse\x12\x30\n\tdatabases\x18\x01 \x03(\x0b\x32\x1d.lauradb.cluster.DatabaseInfo\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Errorb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lauradb/cluster/router_ext.proto\x12\x0flauradb.cluster\x1a\x1dlauradb/cluster/cluster.proto\x1a\x1blauradb/cluster/error.proto\"K\n\x0eGetMoreRequest\x12\x11\n\tcursor_id\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\x05\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"(\n\x12KillCursorsRequest\x12\x12\n\ncursor_ids\x18\x01 \x03(\t\"_\n\x13KillCursorsResponse\x12\x0e\n\x06killed\x18\x01 \x03(\t\x12\x11\n\tnot_found\x18\x02 \x03(\t\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"t\n\x0c\x43ountRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\x03\x12\x0c\n\x04skip\x18\x05 \x01(\x03\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"E\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"\x13\n\x11ListShardsRequest\"g\n\x12ListShardsResponse\x12*\n\x06shards\x18\x01 \x03(\x0b\x32\x1a.lauradb.cluster.ShardInfo\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\")\n\x15\x45nsureDatabaseRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\"y\n\x16\x45nsureDatabaseResponse\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x15\n\rprimary_shard\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"\x16\n\x14ListDatabasesRequest\"e\n\x0c\x44\x61tabaseInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rprimary_shard\x18\x02 \x01(\t\x12\x13\n\x0b\x63ollections\x18\x03 \x03(\t\x12\x1b\n\x13sharded_collections\x18\x04 \x03(\t\"p\n\x15ListDatabasesResponse\x12\x30\n\tdatabases\x18\x01 \x03(\x0b\x32\x1d.lauradb.cluster.DatabaseInfo\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"g\n\x0f\x44istinctRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\r\n\x05query\x18\x04 \x01(\x0c\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"I\n\x10\x44istinctResponse\x12\x0e\n\x06values\x18\x01 \x01(\x0c\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"G\n\tIndexSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x01(\x0c\x12\x0e\n\x06unique\x18\x03 \x01(\x08\x12\x0e\n\x06sparse\x18\x04 \x01(\x08\"y\n\x12\x43reateIndexRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12)\n\x05index\x18\x03 \x01(\x0b\x32\x1a.lauradb.cluster.IndexSpec\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"[\n\x13\x43reateIndexResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"Z\n\x10\x44ropIndexRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"K\n\x11\x44ropIndexResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x03(\t\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\":\n\x12ListIndexesRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\"i\n\x13ListIndexesResponse\x12+\n\x07indexes\x18\x01 \x03(\x0b\x32\x1a.lauradb.cluster.IndexSpec\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"[\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07sharded\x18\x02 \x01(\x08\x12\x18\n\x10shard_key_fields\x18\x03 \x03(\t\x12\x10\n\x08strategy\x18\x04 \x01(\t\"*\n\x16ListCollectionsRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\"v\n\x17ListCollectionsResponse\x12\x34\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1f.lauradb.cluster.CollectionInfo\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"Q\n\x15\x44ropCollectionRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"P\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\";\n\x13\x44ropDatabaseRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"N\n\x14\x44ropDatabaseResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"e\n\x12RecordIndexRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12)\n\x05index\x18\x03 \x01(\x0b\x32\x1a.lauradb.cluster.IndexSpec\"M\n\x13RecordIndexResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"N\n\x18RemoveIndexRecordRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"S\n\x19RemoveIndexRecordResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x08\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"C\n\x1bGetCollectionIndexesRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\"r\n\x1cGetCollectionIndexesResponse\x12+\n\x07indexes\x18\x01 \x03(\x0b\x32\x1a.lauradb.cluster.IndexSpec\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"E\n\x1d\x44ropCollectionMetadataRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\"X\n\x1e\x44ropCollectionMetadataResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"/\n\x1b\x44ropDatabaseMetadataRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\"V\n\x1c\x44ropDatabaseMetadataResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Errorb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,4 +57,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATABASEINFO']._serialized_end=935
   _globals['_LISTDATABASESRESPONSE']._serialized_start=937
   _globals['_LISTDATABASESRESPONSE']._serialized_end=1049
+  _globals['_DISTINCTREQUEST']._serialized_start=1051
+  _globals['_DISTINCTREQUEST']._serialized_end=1154
+  _globals['_DISTINCTRESPONSE']._serialized_start=1156
+  _globals['_DISTINCTRESPONSE']._serialized_end=1229
+  _globals['_INDEXSPEC']._serialized_start=1231
+  _globals['_INDEXSPEC']._serialized_end=1302
+  _globals['_CREATEINDEXREQUEST']._serialized_start=1304
+  _globals['_CREATEINDEXREQUEST']._serialized_end=1425
+  _globals['_CREATEINDEXRESPONSE']._serialized_start=1427
+  _globals['_CREATEINDEXRESPONSE']._serialized_end=1518
+  _globals['_DROPINDEXREQUEST']._serialized_start=1520
+  _globals['_DROPINDEXREQUEST']._serialized_end=1610
+  _globals['_DROPINDEXRESPONSE']._serialized_start=1612
+  _globals['_DROPINDEXRESPONSE']._serialized_end=1687
+  _globals['_LISTINDEXESREQUEST']._serialized_start=1689
+  _globals['_LISTINDEXESREQUEST']._serialized_end=1747
+  _globals['_LISTINDEXESRESPONSE']._serialized_start=1749
+  _globals['_LISTINDEXESRESPONSE']._serialized_end=1854
+  _globals['_COLLECTIONINFO']._serialized_start=1856
+  _globals['_COLLECTIONINFO']._serialized_end=1947
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=1949
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=1991
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=1993
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=2111
+  _globals['_DROPCOLLECTIONREQUEST']._serialized_start=2113
+  _globals['_DROPCOLLECTIONREQUEST']._serialized_end=2194
+  _globals['_DROPCOLLECTIONRESPONSE']._serialized_start=2196
+  _globals['_DROPCOLLECTIONRESPONSE']._serialized_end=2276
+  _globals['_DROPDATABASEREQUEST']._serialized_start=2278
+  _globals['_DROPDATABASEREQUEST']._serialized_end=2337
+  _globals['_DROPDATABASERESPONSE']._serialized_start=2339
+  _globals['_DROPDATABASERESPONSE']._serialized_end=2417
+  _globals['_RECORDINDEXREQUEST']._serialized_start=2419
+  _globals['_RECORDINDEXREQUEST']._serialized_end=2520
+  _globals['_RECORDINDEXRESPONSE']._serialized_start=2522
+  _globals['_RECORDINDEXRESPONSE']._serialized_end=2599
+  _globals['_REMOVEINDEXRECORDREQUEST']._serialized_start=2601
+  _globals['_REMOVEINDEXRECORDREQUEST']._serialized_end=2679
+  _globals['_REMOVEINDEXRECORDRESPONSE']._serialized_start=2681
+  _globals['_REMOVEINDEXRECORDRESPONSE']._serialized_end=2764
+  _globals['_GETCOLLECTIONINDEXESREQUEST']._serialized_start=2766
+  _globals['_GETCOLLECTIONINDEXESREQUEST']._serialized_end=2833
+  _globals['_GETCOLLECTIONINDEXESRESPONSE']._serialized_start=2835
+  _globals['_GETCOLLECTIONINDEXESRESPONSE']._serialized_end=2949
+  _globals['_DROPCOLLECTIONMETADATAREQUEST']._serialized_start=2951
+  _globals['_DROPCOLLECTIONMETADATAREQUEST']._serialized_end=3020
+  _globals['_DROPCOLLECTIONMETADATARESPONSE']._serialized_start=3022
+  _globals['_DROPCOLLECTIONMETADATARESPONSE']._serialized_end=3110
+  _globals['_DROPDATABASEMETADATAREQUEST']._serialized_start=3112
+  _globals['_DROPDATABASEMETADATAREQUEST']._serialized_end=3159
+  _globals['_DROPDATABASEMETADATARESPONSE']._serialized_start=3161
+  _globals['_DROPDATABASEMETADATARESPONSE']._serialized_end=3247
 # @@protoc_insertion_point(module_scope)

@@ -111,3 +111,237 @@ class ListDatabasesResponse(_message.Message):
     databases: _containers.RepeatedCompositeFieldContainer[DatabaseInfo]
     error: _error_pb2.Error
     def __init__(self, databases: _Optional[_Iterable[_Union[DatabaseInfo, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class DistinctRequest(_message.Message):
+    __slots__ = ("database", "collection", "key", "query", "request_id")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    key: str
+    query: bytes
+    request_id: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., key: _Optional[str] = ..., query: _Optional[bytes] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DistinctResponse(_message.Message):
+    __slots__ = ("values", "error")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    values: bytes
+    error: _error_pb2.Error
+    def __init__(self, values: _Optional[bytes] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class IndexSpec(_message.Message):
+    __slots__ = ("name", "keys", "unique", "sparse")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    keys: bytes
+    unique: bool
+    sparse: bool
+    def __init__(self, name: _Optional[str] = ..., keys: _Optional[bytes] = ..., unique: _Optional[bool] = ..., sparse: _Optional[bool] = ...) -> None: ...
+
+class CreateIndexRequest(_message.Message):
+    __slots__ = ("database", "collection", "index", "request_id")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    index: IndexSpec
+    request_id: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateIndexResponse(_message.Message):
+    __slots__ = ("name", "created", "error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    created: bool
+    error: _error_pb2.Error
+    def __init__(self, name: _Optional[str] = ..., created: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class DropIndexRequest(_message.Message):
+    __slots__ = ("database", "collection", "name", "request_id")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    name: str
+    request_id: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., name: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DropIndexResponse(_message.Message):
+    __slots__ = ("dropped", "error")
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    error: _error_pb2.Error
+    def __init__(self, dropped: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ListIndexesRequest(_message.Message):
+    __slots__ = ("database", "collection")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class ListIndexesResponse(_message.Message):
+    __slots__ = ("indexes", "error")
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    indexes: _containers.RepeatedCompositeFieldContainer[IndexSpec]
+    error: _error_pb2.Error
+    def __init__(self, indexes: _Optional[_Iterable[_Union[IndexSpec, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class CollectionInfo(_message.Message):
+    __slots__ = ("name", "sharded", "shard_key_fields", "strategy")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHARDED_FIELD_NUMBER: _ClassVar[int]
+    SHARD_KEY_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sharded: bool
+    shard_key_fields: _containers.RepeatedScalarFieldContainer[str]
+    strategy: str
+    def __init__(self, name: _Optional[str] = ..., sharded: _Optional[bool] = ..., shard_key_fields: _Optional[_Iterable[str]] = ..., strategy: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsRequest(_message.Message):
+    __slots__ = ("database",)
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    def __init__(self, database: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsResponse(_message.Message):
+    __slots__ = ("collections", "error")
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
+    error: _error_pb2.Error
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class DropCollectionRequest(_message.Message):
+    __slots__ = ("database", "collection", "request_id")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    request_id: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DropCollectionResponse(_message.Message):
+    __slots__ = ("dropped", "error")
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    error: _error_pb2.Error
+    def __init__(self, dropped: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class DropDatabaseRequest(_message.Message):
+    __slots__ = ("database", "request_id")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    request_id: str
+    def __init__(self, database: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DropDatabaseResponse(_message.Message):
+    __slots__ = ("dropped", "error")
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    error: _error_pb2.Error
+    def __init__(self, dropped: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class RecordIndexRequest(_message.Message):
+    __slots__ = ("database", "collection", "index")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    index: IndexSpec
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ...) -> None: ...
+
+class RecordIndexResponse(_message.Message):
+    __slots__ = ("created", "error")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    created: bool
+    error: _error_pb2.Error
+    def __init__(self, created: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class RemoveIndexRecordRequest(_message.Message):
+    __slots__ = ("database", "collection", "name")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    name: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class RemoveIndexRecordResponse(_message.Message):
+    __slots__ = ("removed", "error")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    error: _error_pb2.Error
+    def __init__(self, removed: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class GetCollectionIndexesRequest(_message.Message):
+    __slots__ = ("database", "collection")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class GetCollectionIndexesResponse(_message.Message):
+    __slots__ = ("indexes", "error")
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    indexes: _containers.RepeatedCompositeFieldContainer[IndexSpec]
+    error: _error_pb2.Error
+    def __init__(self, indexes: _Optional[_Iterable[_Union[IndexSpec, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class DropCollectionMetadataRequest(_message.Message):
+    __slots__ = ("database", "collection")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class DropCollectionMetadataResponse(_message.Message):
+    __slots__ = ("dropped", "error")
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    error: _error_pb2.Error
+    def __init__(self, dropped: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class DropDatabaseMetadataRequest(_message.Message):
+    __slots__ = ("database",)
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    def __init__(self, database: _Optional[str] = ...) -> None: ...
+
+class DropDatabaseMetadataResponse(_message.Message):
+    __slots__ = ("dropped", "error")
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    error: _error_pb2.Error
+    def __init__(self, dropped: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...

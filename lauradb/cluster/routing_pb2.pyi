@@ -172,18 +172,22 @@ class DeleteResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., deleted_count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class AggregationRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "pipeline", "batch_size")
+    __slots__ = ("request_id", "database", "collection", "pipeline", "batch_size", "allow_disk_use", "max_memory_bytes")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_DISK_USE_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
     pipeline: _containers.RepeatedScalarFieldContainer[bytes]
     batch_size: int
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., pipeline: _Optional[_Iterable[bytes]] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    allow_disk_use: bool
+    max_memory_bytes: int
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., pipeline: _Optional[_Iterable[bytes]] = ..., batch_size: _Optional[int] = ..., allow_disk_use: _Optional[bool] = ..., max_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class AggregationResponse(_message.Message):
     __slots__ = ("request_id", "results", "error", "cursor_id", "more_available", "stats")

@@ -80,6 +80,41 @@ class RouterServiceStub:
                 request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.CountRequest.SerializeToString,
                 response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.CountResponse.FromString,
                 _registered_method=True)
+        self.Distinct = channel.unary_unary(
+                '/lauradb.cluster.RouterService/Distinct',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DistinctRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DistinctResponse.FromString,
+                _registered_method=True)
+        self.CreateIndex = channel.unary_unary(
+                '/lauradb.cluster.RouterService/CreateIndex',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.CreateIndexRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.CreateIndexResponse.FromString,
+                _registered_method=True)
+        self.DropIndex = channel.unary_unary(
+                '/lauradb.cluster.RouterService/DropIndex',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropIndexRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropIndexResponse.FromString,
+                _registered_method=True)
+        self.ListIndexes = channel.unary_unary(
+                '/lauradb.cluster.RouterService/ListIndexes',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.ListIndexesRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.ListIndexesResponse.FromString,
+                _registered_method=True)
+        self.ListCollections = channel.unary_unary(
+                '/lauradb.cluster.RouterService/ListCollections',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.ListCollectionsRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.ListCollectionsResponse.FromString,
+                _registered_method=True)
+        self.DropCollection = channel.unary_unary(
+                '/lauradb.cluster.RouterService/DropCollection',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionResponse.FromString,
+                _registered_method=True)
+        self.DropDatabase = channel.unary_unary(
+                '/lauradb.cluster.RouterService/DropDatabase',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -140,6 +175,48 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Distinct(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIndexes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCollections(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropCollection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropDatabase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +264,41 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.Count,
                     request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.CountRequest.FromString,
                     response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.CountResponse.SerializeToString,
+            ),
+            'Distinct': grpc.unary_unary_rpc_method_handler(
+                    servicer.Distinct,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DistinctRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DistinctResponse.SerializeToString,
+            ),
+            'CreateIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIndex,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.CreateIndexRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.CreateIndexResponse.SerializeToString,
+            ),
+            'DropIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropIndex,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropIndexRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropIndexResponse.SerializeToString,
+            ),
+            'ListIndexes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIndexes,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.ListIndexesRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.ListIndexesResponse.SerializeToString,
+            ),
+            'ListCollections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCollections,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.ListCollectionsRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.ListCollectionsResponse.SerializeToString,
+            ),
+            'DropCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropCollection,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionResponse.SerializeToString,
+            ),
+            'DropDatabase': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropDatabase,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +554,195 @@ class RouterService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Distinct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.RouterService/Distinct',
+            lauradb_dot_cluster_dot_router__ext__pb2.DistinctRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.DistinctResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.RouterService/CreateIndex',
+            lauradb_dot_cluster_dot_router__ext__pb2.CreateIndexRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.CreateIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.RouterService/DropIndex',
+            lauradb_dot_cluster_dot_router__ext__pb2.DropIndexRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.DropIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIndexes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.RouterService/ListIndexes',
+            lauradb_dot_cluster_dot_router__ext__pb2.ListIndexesRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.ListIndexesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCollections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.RouterService/ListCollections',
+            lauradb_dot_cluster_dot_router__ext__pb2.ListCollectionsRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.ListCollectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.RouterService/DropCollection',
+            lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropDatabase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.RouterService/DropDatabase',
+            lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ConfigServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -496,6 +797,31 @@ class ConfigServiceStub:
                 '/lauradb.cluster.ConfigService/ListDatabases',
                 request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.ListDatabasesRequest.SerializeToString,
                 response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.ListDatabasesResponse.FromString,
+                _registered_method=True)
+        self.RecordIndex = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/RecordIndex',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.RecordIndexRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.RecordIndexResponse.FromString,
+                _registered_method=True)
+        self.RemoveIndexRecord = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/RemoveIndexRecord',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.RemoveIndexRecordRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.RemoveIndexRecordResponse.FromString,
+                _registered_method=True)
+        self.GetCollectionIndexes = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/GetCollectionIndexes',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.GetCollectionIndexesRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.GetCollectionIndexesResponse.FromString,
+                _registered_method=True)
+        self.DropCollectionMetadata = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/DropCollectionMetadata',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionMetadataRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionMetadataResponse.FromString,
+                _registered_method=True)
+        self.DropDatabaseMetadata = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/DropDatabaseMetadata',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataResponse.FromString,
                 _registered_method=True)
 
 
@@ -557,6 +883,37 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordIndex(self, request, context):
+        """Index and collection catalog records (the router applies them on the shards).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveIndexRecord(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCollectionIndexes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropCollectionMetadata(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropDatabaseMetadata(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -604,6 +961,31 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     servicer.ListDatabases,
                     request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.ListDatabasesRequest.FromString,
                     response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.ListDatabasesResponse.SerializeToString,
+            ),
+            'RecordIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordIndex,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.RecordIndexRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.RecordIndexResponse.SerializeToString,
+            ),
+            'RemoveIndexRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveIndexRecord,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.RemoveIndexRecordRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.RemoveIndexRecordResponse.SerializeToString,
+            ),
+            'GetCollectionIndexes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCollectionIndexes,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.GetCollectionIndexesRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.GetCollectionIndexesResponse.SerializeToString,
+            ),
+            'DropCollectionMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropCollectionMetadata,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionMetadataRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionMetadataResponse.SerializeToString,
+            ),
+            'DropDatabaseMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropDatabaseMetadata,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -849,6 +1231,141 @@ class ConfigService:
             '/lauradb.cluster.ConfigService/ListDatabases',
             lauradb_dot_cluster_dot_router__ext__pb2.ListDatabasesRequest.SerializeToString,
             lauradb_dot_cluster_dot_router__ext__pb2.ListDatabasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/RecordIndex',
+            lauradb_dot_cluster_dot_router__ext__pb2.RecordIndexRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.RecordIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveIndexRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/RemoveIndexRecord',
+            lauradb_dot_cluster_dot_router__ext__pb2.RemoveIndexRecordRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.RemoveIndexRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCollectionIndexes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/GetCollectionIndexes',
+            lauradb_dot_cluster_dot_router__ext__pb2.GetCollectionIndexesRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.GetCollectionIndexesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropCollectionMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/DropCollectionMetadata',
+            lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionMetadataRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.DropCollectionMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropDatabaseMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/DropDatabaseMetadata',
+            lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,5 @@
 from lauradb.cluster import error_pb2 as _error_pb2
+from lauradb.cluster import router_ext_pb2 as _router_ext_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -232,3 +233,123 @@ class RefreshMetadataResponse(_message.Message):
     minor: int
     error: _error_pb2.Error
     def __init__(self, epoch: _Optional[str] = ..., major: _Optional[int] = ..., minor: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardCreateIndexRequest(_message.Message):
+    __slots__ = ("database", "collection", "index")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    index: _router_ext_pb2.IndexSpec
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., index: _Optional[_Union[_router_ext_pb2.IndexSpec, _Mapping]] = ...) -> None: ...
+
+class ShardCreateIndexResponse(_message.Message):
+    __slots__ = ("created", "error")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    created: bool
+    error: _error_pb2.Error
+    def __init__(self, created: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardDropIndexRequest(_message.Message):
+    __slots__ = ("database", "collection", "name")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    name: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ShardDropIndexResponse(_message.Message):
+    __slots__ = ("dropped", "error")
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    error: _error_pb2.Error
+    def __init__(self, dropped: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardListIndexesRequest(_message.Message):
+    __slots__ = ("database", "collection")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class ShardListIndexesResponse(_message.Message):
+    __slots__ = ("indexes", "error")
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    indexes: _containers.RepeatedCompositeFieldContainer[_router_ext_pb2.IndexSpec]
+    error: _error_pb2.Error
+    def __init__(self, indexes: _Optional[_Iterable[_Union[_router_ext_pb2.IndexSpec, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardListCollectionsRequest(_message.Message):
+    __slots__ = ("database",)
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    def __init__(self, database: _Optional[str] = ...) -> None: ...
+
+class ShardListCollectionsResponse(_message.Message):
+    __slots__ = ("collections", "error")
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    error: _error_pb2.Error
+    def __init__(self, collections: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardDropCollectionRequest(_message.Message):
+    __slots__ = ("database", "collection")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class ShardDropCollectionResponse(_message.Message):
+    __slots__ = ("dropped", "error")
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    error: _error_pb2.Error
+    def __init__(self, dropped: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardDropDatabaseRequest(_message.Message):
+    __slots__ = ("database",)
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    def __init__(self, database: _Optional[str] = ...) -> None: ...
+
+class ShardDropDatabaseResponse(_message.Message):
+    __slots__ = ("dropped", "error")
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    error: _error_pb2.Error
+    def __init__(self, dropped: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ShardDistinctRequest(_message.Message):
+    __slots__ = ("request_id", "database", "collection", "key", "filter", "version")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    database: str
+    collection: str
+    key: str
+    filter: bytes
+    version: ShardVersion
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., key: _Optional[str] = ..., filter: _Optional[bytes] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+
+class ShardDistinctResponse(_message.Message):
+    __slots__ = ("values", "error")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    values: bytes
+    error: _error_pb2.Error
+    def __init__(self, values: _Optional[bytes] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...

@@ -79,6 +79,41 @@ class ShardServiceStub:
                 request_serializer=lauradb_dot_cluster_dot_shard__pb2.RefreshMetadataRequest.SerializeToString,
                 response_deserializer=lauradb_dot_cluster_dot_shard__pb2.RefreshMetadataResponse.FromString,
                 _registered_method=True)
+        self.CreateIndex = channel.unary_unary(
+                '/lauradb.cluster.ShardService/CreateIndex',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardCreateIndexRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardCreateIndexResponse.FromString,
+                _registered_method=True)
+        self.DropIndex = channel.unary_unary(
+                '/lauradb.cluster.ShardService/DropIndex',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropIndexRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropIndexResponse.FromString,
+                _registered_method=True)
+        self.ListIndexes = channel.unary_unary(
+                '/lauradb.cluster.ShardService/ListIndexes',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardListIndexesRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardListIndexesResponse.FromString,
+                _registered_method=True)
+        self.ListCollections = channel.unary_unary(
+                '/lauradb.cluster.ShardService/ListCollections',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardListCollectionsRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardListCollectionsResponse.FromString,
+                _registered_method=True)
+        self.DropCollection = channel.unary_unary(
+                '/lauradb.cluster.ShardService/DropCollection',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropCollectionRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropCollectionResponse.FromString,
+                _registered_method=True)
+        self.DropDatabase = channel.unary_unary(
+                '/lauradb.cluster.ShardService/DropDatabase',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropDatabaseRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropDatabaseResponse.FromString,
+                _registered_method=True)
+        self.Distinct = channel.unary_unary(
+                '/lauradb.cluster.ShardService/Distinct',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardDistinctRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardDistinctResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServiceServicer:
@@ -140,6 +175,49 @@ class ShardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateIndex(self, request, context):
+        """Catalog operations on this shard's data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIndexes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCollections(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropCollection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropDatabase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Distinct(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +265,41 @@ def add_ShardServiceServicer_to_server(servicer, server):
                     servicer.RefreshMetadata,
                     request_deserializer=lauradb_dot_cluster_dot_shard__pb2.RefreshMetadataRequest.FromString,
                     response_serializer=lauradb_dot_cluster_dot_shard__pb2.RefreshMetadataResponse.SerializeToString,
+            ),
+            'CreateIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIndex,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardCreateIndexRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardCreateIndexResponse.SerializeToString,
+            ),
+            'DropIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropIndex,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropIndexRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropIndexResponse.SerializeToString,
+            ),
+            'ListIndexes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIndexes,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardListIndexesRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardListIndexesResponse.SerializeToString,
+            ),
+            'ListCollections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCollections,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardListCollectionsRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardListCollectionsResponse.SerializeToString,
+            ),
+            'DropCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropCollection,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropCollectionRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropCollectionResponse.SerializeToString,
+            ),
+            'DropDatabase': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropDatabase,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropDatabaseRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardDropDatabaseResponse.SerializeToString,
+            ),
+            'Distinct': grpc.unary_unary_rpc_method_handler(
+                    servicer.Distinct,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardDistinctRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardDistinctResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -432,6 +545,195 @@ class ShardService:
             '/lauradb.cluster.ShardService/RefreshMetadata',
             lauradb_dot_cluster_dot_shard__pb2.RefreshMetadataRequest.SerializeToString,
             lauradb_dot_cluster_dot_shard__pb2.RefreshMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/CreateIndex',
+            lauradb_dot_cluster_dot_shard__pb2.ShardCreateIndexRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.ShardCreateIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/DropIndex',
+            lauradb_dot_cluster_dot_shard__pb2.ShardDropIndexRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.ShardDropIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIndexes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/ListIndexes',
+            lauradb_dot_cluster_dot_shard__pb2.ShardListIndexesRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.ShardListIndexesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCollections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/ListCollections',
+            lauradb_dot_cluster_dot_shard__pb2.ShardListCollectionsRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.ShardListCollectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/DropCollection',
+            lauradb_dot_cluster_dot_shard__pb2.ShardDropCollectionRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.ShardDropCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropDatabase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/DropDatabase',
+            lauradb_dot_cluster_dot_shard__pb2.ShardDropDatabaseRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.ShardDropDatabaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Distinct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/Distinct',
+            lauradb_dot_cluster_dot_shard__pb2.ShardDistinctRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.ShardDistinctResponse.FromString,
             options,
             channel_credentials,
             insecure,
