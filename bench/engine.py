@@ -66,8 +66,8 @@ def run(ns: argparse.Namespace) -> list[dict[str, Any]]:
     out = []
 
     spec = {"age": {"$gte": 30, "$lt": 60}, "city": "Oslo", "active": True}
-    matcher = compile_filter(spec)
-    t_ours, hits = timed(lambda: sum(1 for d in docs if matcher(d)))
+    match = compile_filter(spec).match  # the compiled closure, as shards call it
+    t_ours, hits = timed(lambda: sum(1 for d in docs if match(d)))
 
     def hand() -> int:
         c = 0
