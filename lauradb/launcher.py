@@ -1,0 +1,303 @@
+"""``lauradb-cluster up``: run a local cluster (config server, N shards, router).
+
+Layout for ``--port P`` (default 27017): the router at P, the config server at P+2,
+shard0 at P+1 and shard i >= 1 at P+2+i (shard1 at P+3, shard2 at P+4, ...). Each
+process keeps its data under ``--data-dir`` (``config/``, ``shard0/``, ...), so running
+the launcher again on the same directory brings the whole cluster back.
+
+Start-up: the config server, then every shard, each waited for until healthy; then
+``ConfigService.AddShard`` for every shard (idempotent on a restart); then the router.
+The launcher stays in the foreground. Ctrl-C / SIGTERM stops the router, then the
+shards, then the config server (SIGTERM, up to 10 s, then SIGKILL) and exits 0. If a
+child dies on its own, the launcher says which one, stops the rest and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from lauradb.cluster import routing_pb2, routing_pb2_grpc
+from lauradb.rpc.errors import from_rpc_error
+from lauradb.rpc.server import wait_for_health
+
+PROG = "lauradb-cluster"
+STOP_TIMEOUT = 10.0
+ADD_SHARD_TIMEOUT = 10.0
+
+
+class LaunchError(Exception):
+    """Start-up failed (a child died, was not healthy in time, or AddShard failed)."""
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One child process: its role name, module, address and data directory."""
+
+    name: str
+    module: str
+    host: str
+    port: int
+    data_dir: Path | None
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def argv(self, log_level: str) -> list[str]:
+        args = [sys.executable, "-m", self.module, "--host", self.host, "--port", str(self.port)]
+        if self.data_dir is not None:
+            args += ["--data-dir", str(self.data_dir)]
+        return [*args, *self.extra_args, "--log-level", log_level]
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    config: ProcessSpec
+    shards: tuple[ProcessSpec, ...]
+    router: ProcessSpec
+
+
+def shard_port(base: int, index: int) -> int:
+    """shard0 at base+1, shard i >= 1 at base+2+i (base+2 is the config server)."""
+    return base + 1 if index == 0 else base + 2 + index
+
+
+def plan_cluster(shards: int, port: int, data_dir: Path, host: str) -> ClusterPlan:
+    config = ProcessSpec("config", "config_server", host, port + 2, data_dir / "config")
+    config_arg = ("--config", config.address)
+    shard_specs = tuple(
+        ProcessSpec(
+            f"shard{i}",
+            "shard_stub",
+            host,
+            shard_port(port, i),
+            data_dir / f"shard{i}",
+            ("--shard-id", f"shard{i}", *config_arg),
+        )
+        for i in range(shards)
+    )
+    router = ProcessSpec("router", "router", host, port, None, config_arg)
+    return ClusterPlan(config, shard_specs, router)
+
+
+class Child:
+    """A started child process."""
+
+    def __init__(self, spec: ProcessSpec, proc: asyncio.subprocess.Process) -> None:
+        self.spec = spec
+        self.proc = proc
+
+    @property
+    def running(self) -> bool:
+        return self.proc.returncode is None
+
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. The exit code."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            try:
+                return await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                say(f"{self.spec.name} did not stop within {timeout:g}s: killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+        return await self.proc.wait()
+
+
+def say(line: str) -> None:
+    print(f"{PROG}: {line}", flush=True)
+
+
+async def spawn(spec: ProcessSpec, log_level: str) -> Child:
+    if spec.data_dir is not None:
+        spec.data_dir.mkdir(parents=True, exist_ok=True)
+    # Own process group: a terminal's Ctrl-C reaches only the launcher, which then
+    # stops the children in order.
+    proc = await asyncio.create_subprocess_exec(*spec.argv(log_level), process_group=0)
+    return Child(spec, proc)
+
+
+async def wait_healthy(child: Child, timeout: float) -> None:
+    """Wait until the child answers SERVING; fail early if it exits meanwhile."""
+    health = asyncio.ensure_future(wait_for_health(child.spec.address, timeout))
+    exited = asyncio.ensure_future(child.proc.wait())
+    try:
+        await asyncio.wait({health, exited}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        exited.cancel()
+    if not health.done():
+        health.cancel()
+        raise LaunchError(
+            f"{child.spec.name} exited with code {child.proc.returncode} during start-up"
+        )
+    try:
+        health.result()
+    except TimeoutError:
+        raise LaunchError(
+            f"{child.spec.name} at {child.spec.address} was not healthy within {timeout:g}s"
+        ) from None
+
+
+def announce(child: Child) -> None:
+    where = f"  data {child.spec.data_dir}" if child.spec.data_dir is not None else ""
+    print(f"{child.spec.name:<8} {child.spec.address}  pid {child.proc.pid}{where}", flush=True)
+
+
+async def add_shards(config: ProcessSpec, shards: Sequence[ProcessSpec]) -> None:
+    async with aio.insecure_channel(config.address) as channel:
+        stub = routing_pb2_grpc.ConfigServiceStub(channel)
+        for shard in shards:
+            request = routing_pb2.AddShardRequest(
+                shard_id=shard.name, host=shard.host, port=shard.port
+            )
+            try:
+                await stub.AddShard(request, timeout=ADD_SHARD_TIMEOUT)
+            except grpc.RpcError as exc:
+                err = from_rpc_error(exc, target=config.address)
+                raise LaunchError(f"AddShard {shard.name} failed: {err}") from None
+
+
+class Launcher:
+    """Starts the children in order, watches them, stops them in reverse order."""
+
+    def __init__(self, plan: ClusterPlan, log_level: str, start_timeout: float) -> None:
+        self.plan = plan
+        self.log_level = log_level
+        self.start_timeout = start_timeout
+        self.config: list[Child] = []
+        self.shards: list[Child] = []
+        self.router: list[Child] = []
+
+    @property
+    def children(self) -> list[Child]:
+        return [*self.config, *self.shards, *self.router]
+
+    async def start_group(self, specs: Sequence[ProcessSpec], into: list[Child]) -> None:
+        for spec in specs:
+            into.append(await spawn(spec, self.log_level))
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the other waits
+                for child in into:
+                    group.create_task(wait_healthy(child, self.start_timeout))
+        except* LaunchError as failed:
+            raise failed.exceptions[0] from None
+        for child in into:
+            announce(child)
+
+    async def start(self) -> None:
+        await self.start_group([self.plan.config], self.config)
+        await self.start_group(self.plan.shards, self.shards)
+        await add_shards(self.plan.config, self.plan.shards)
+        await self.start_group([self.plan.router], self.router)
+
+    async def first_death(self) -> Child:
+        """The first child to exit (children are expected to run until stopped)."""
+        waits = {asyncio.ensure_future(c.proc.wait()): c for c in self.children}
+        try:
+            done, _ = await asyncio.wait(set(waits), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        return waits[next(iter(done))]
+
+    async def stop(self) -> None:
+        """Router, then shards (together), then the config server."""
+        for group in (self.router, self.shards, self.config):
+            codes = await asyncio.gather(*(child.stop() for child in group))
+            for child, code in zip(group, codes, strict=True):
+                if code not in (0, -signal.SIGTERM):
+                    say(f"{child.spec.name} exited with code {code}")
+
+
+async def run(plan: ClusterPlan, log_level: str, start_timeout: float) -> int:
+    launcher = Launcher(plan, log_level, start_timeout)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop_requested.set)
+    stop_wait = asyncio.ensure_future(stop_requested.wait())
+    try:
+        return await supervise(launcher, plan, stop_wait)
+    finally:
+        stop_wait.cancel()
+        await launcher.stop()
+
+
+async def supervise(
+    launcher: Launcher, plan: ClusterPlan, stop_wait: asyncio.Future[Any]
+) -> int:
+    """Start the cluster and run until a stop request (0) or a child's death (1)."""
+    starting = asyncio.ensure_future(launcher.start())
+    await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, LaunchError):
+            await starting
+        say("stopping (start-up interrupted)")
+        return 0
+    try:
+        starting.result()
+    except LaunchError as exc:
+        say(f"start-up failed: {exc}; stopping the rest")
+        return 1
+    print(f"cluster ready: router at {plan.router.address}", flush=True)
+    death = asyncio.ensure_future(launcher.first_death())
+    await asyncio.wait({death, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if death.done():
+        child = death.result()
+        say(
+            f"{child.spec.name} at {child.spec.address} exited unexpectedly "
+            f"with code {child.proc.returncode}; stopping the rest"
+        )
+        return 1
+    death.cancel()
+    say("stopping")
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description="Run a local LauraDB cluster.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start config server, shards and router")
+    up.add_argument("--shards", type=int, default=3, help="number of shards (default 3)")
+    up.add_argument("--port", type=int, default=27017, help="router port (default 27017)")
+    up.add_argument("--data-dir", default="./lauradb-data", help="data directory")
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    up.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="log level of every process (default warning)",
+    )
+    up.add_argument(
+        "--start-timeout", type=float, default=30.0, help="seconds to wait for each process"
+    )
+    args = parser.parse_args(argv)
+    if args.shards < 1:
+        parser.error("--shards must be at least 1")
+    if args.port < 1 or max(args.port + 2, shard_port(args.port, args.shards - 1)) > 65535:
+        parser.error("--port leaves no room for the config server and shards below 65536")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = plan_cluster(args.shards, args.port, Path(args.data_dir), args.host)
+    return asyncio.run(run(plan, args.log_level, args.start_timeout))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

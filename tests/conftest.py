@@ -1,0 +1,108 @@
+"""Fixtures for the integration and chaos tests (see tests/integration/harness.py).
+
+- ``cluster``: a factory of fresh clusters owned by one test (``c = await cluster(3)``),
+  stopped (SIGTERM, each process must exit 0) at the end of the test.
+- ``shared_cluster``: one 3-shard cluster for the whole session, for tests that do not
+  disturb it; use a database name of your own (``db_name``). Works from any event loop.
+- ``session_cluster``: the same cluster, for modules whose tests run in the session
+  event loop (``pytestmark = pytest.mark.asyncio(loop_scope="session")``).
+- ``db_name``: a database name unique to the test.
+
+When a test fails, the report shows what each running process logged during it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import pytest_asyncio
+
+if TYPE_CHECKING:
+    from tests.integration.harness import Cluster
+
+HARNESS = "tests.integration.harness"
+LOG_LINES_ON_FAILURE = 80
+_log_marks = pytest.StashKey[dict[int, int]]()
+
+
+@pytest_asyncio.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Cluster]]]:
+    from tests.integration.harness import Cluster
+
+    made: list[Cluster] = []
+
+    async def make(shards: int = 3, *, start: bool = True) -> Cluster:
+        created = Cluster(tmp_path / f"cluster{len(made)}", shards=shards)
+        made.append(created)
+        if start:
+            await created.start()
+        return created
+
+    yield make
+    errors: list[str] = []
+    for created in made:
+        try:
+            await created.stop()
+        except AssertionError as exc:
+            errors.append(str(exc))
+    assert not errors, "\n".join(errors)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def session_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    from tests.integration.harness import Cluster
+
+    shared = Cluster(tmp_path_factory.mktemp("shared-cluster"), shards=3)
+    try:
+        await shared.start()
+        yield shared
+    finally:
+        await shared.stop()
+
+
+@pytest_asyncio.fixture
+async def shared_cluster(session_cluster: Cluster) -> AsyncIterator[Cluster]:
+    yield session_cluster
+    await session_cluster.close_channels()
+
+
+@pytest.fixture
+def db_name(request: pytest.FixtureRequest) -> str:
+    from tests.integration.harness import unique_name
+
+    return unique_name(request.node.name, limit=30)
+
+
+# --- process logs in failure reports --------------------------------------------------
+
+
+def _harness() -> Any:
+    return sys.modules.get(HARNESS)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    harness = _harness()
+    if harness is not None:
+        item.stash[_log_marks] = {id(p): p.log_size() for p in harness.active_procs()}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    harness = _harness()
+    if report.failed and harness is not None:
+        marks = item.stash.get(_log_marks, {})
+        for proc in harness.active_procs():
+            offset = marks.get(id(proc), 0)
+            if proc.log_size() > offset:
+                tail = proc.log_tail(LOG_LINES_ON_FAILURE, offset=offset)
+                report.sections.append((f"log of {proc.name} ({report.when})", tail))
+    return report
+

@@ -1,0 +1,679 @@
+"""The integration-test harness: real LauraDB processes on loopback ports.
+
+Typical use (fixtures live in ``tests/conftest.py``)::
+
+    async def test_something(shared_cluster, db_name):
+        router = shared_cluster.router_stub()
+        await insert_many(router, db_name, "c", [{"_id": i} for i in range(10)])
+        assert len(await query_all(router, db_name, "c", {})) == 10
+
+    async def test_chaos(cluster):            # a fresh cluster of this test's own
+        c = await cluster(shards=3)
+        c.kill_shard(1)
+        await c.restart_shard(1)
+
+Every process writes its output to ``<tmp>/<name>.log``; failing tests show the part
+written during the test (see ``tests/conftest.py``). Waits poll a condition with a
+deadline; nothing sleeps for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import bson
+import grpc
+from grpc import aio
+
+from lauradb.bsonkit.order import compare
+from lauradb.cluster import (
+    cluster_pb2_grpc,
+    router_ext_pb2,
+    routing_pb2,
+    routing_pb2_grpc,
+    shard_pb2,
+    shard_pb2_grpc,
+)
+from lauradb.errors import LauraError
+from lauradb.rpc.channels import CHANNEL_OPTIONS
+from lauradb.rpc.errors import from_rpc_error
+from lauradb.rpc.server import wait_for_health
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+LOG_LEVEL = os.environ.get("LAURADB_TEST_LOG_LEVEL", "info")
+HEALTH_TIMEOUT = float(os.environ.get("LAURADB_TEST_HEALTH_TIMEOUT", "30"))
+STOP_TIMEOUT = 10.0
+RPC_TIMEOUT = 30.0
+
+T = TypeVar("T")
+
+# --- ports ---------------------------------------------------------------------------
+
+_handed_out: set[int] = set()
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (and that this process has not handed out)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port found")
+
+
+def free_port_block(count: int) -> int:
+    """A base port such that base .. base+count-1 are all free (launcher layouts)."""
+    for _ in range(200):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        block = range(base, base + count)
+        if all(p == base or (p not in _handed_out and _port_is_free(p)) for p in block):
+            _handed_out.update(block)
+            return base
+    raise RuntimeError(f"no block of {count} free ports found")
+
+
+# --- waiting -------------------------------------------------------------------------
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Call ``check`` until it returns a truthy value without raising; that value.
+
+    On timeout, fail with the last exception (or falsy result) in the message.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = await check()
+            if result:
+                return result
+            last = result
+        except (grpc.RpcError, AssertionError, LauraError) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g}s; last: {last!r}")
+        await asyncio.sleep(interval)
+
+
+# --- processes -----------------------------------------------------------------------
+
+_active: dict[int, Proc] = {}
+
+
+def active_procs() -> list[Proc]:
+    """Processes of clusters that are currently up (for failure reports)."""
+    return list(_active.values())
+
+
+class Proc:
+    """A child process (``python -m <module> <args>``) with its own log file."""
+
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        args: Sequence[str],
+        *,
+        address: str,
+        data_dir: Path | None,
+        log_path: Path,
+    ) -> None:
+        self.name = name
+        self.module = module
+        self.args = list(args)
+        self.address = address
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.alive else f"exit {self.returncode}"
+        return f"<Proc {self.name} {self.address} {state}>"
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", self.module, *self.args]
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll() if self.popen is not None else None
+
+    def start(self) -> None:
+        assert not self.alive, f"{self.name} is already running"
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"==== start #{self.starts}: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            self.popen = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env
+            )
+        _active[id(self)] = self
+
+    def restart(self) -> None:
+        """Start again with the same arguments and data directory (must be stopped)."""
+        self.start()
+
+    async def wait_healthy(self, timeout: float = HEALTH_TIMEOUT) -> None:
+        """Wait until the process answers SERVING; fail at once if it exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive:
+                raise AssertionError(
+                    f"{self.name} exited with {self.returncode} while starting\n{self.log_tail()}"
+                )
+            try:
+                await wait_for_health(self.address, timeout=min(1.0, timeout))
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"{self.name} at {self.address} not healthy within {timeout:g}s\n"
+                        f"{self.log_tail()}"
+                    ) from None
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code, or None if still running after ``timeout`` seconds."""
+        if self.popen is None:
+            return None
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL (kill -9) and reap."""
+        if self.alive and self.popen is not None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(STOP_TIMEOUT)
+
+    def terminate(self, timeout: float = STOP_TIMEOUT, *, check: bool = True) -> int | None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit code.
+
+        With ``check``, assert the process stopped cleanly (exit 0 within the timeout).
+        """
+        if self.popen is None:
+            return None
+        if not self.alive:
+            return self.returncode
+        self.popen.send_signal(signal.SIGTERM)
+        code = self.wait_exit(timeout)
+        if code is None:
+            self.kill()
+            if check:
+                raise AssertionError(
+                    f"{self.name} ignored SIGTERM for {timeout:g}s\n{self.log_tail()}"
+                )
+            return self.returncode
+        if check and code != 0:
+            raise AssertionError(f"{self.name} exited with {code} on SIGTERM\n{self.log_tail()}")
+        return code
+
+    def forget(self) -> None:
+        _active.pop(id(self), None)
+
+    def log_text(self, offset: int = 0) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_tail(self, lines: int = 60, offset: int = 0) -> str:
+        text = self.log_text(offset).splitlines()[-lines:]
+        return f"--- {self.name} ({self.log_path}) ---\n" + "\n".join(text)
+
+
+# --- clusters ------------------------------------------------------------------------
+
+
+class Cluster:
+    """A config server, N shards (``shard0`` ...) and a router, on free ports."""
+
+    def __init__(self, base_dir: Path, shards: int = 3, *, log_level: str = LOG_LEVEL) -> None:
+        self.base_dir = base_dir
+        base_dir.mkdir(parents=True, exist_ok=True)
+        config_address = f"{HOST}:{free_port()}"
+        self.config = self._proc(
+            "config", "config_server", config_address, "config", log_level
+        )
+        self.shards = [
+            self._proc(
+                f"shard{i}",
+                "shard_stub",
+                f"{HOST}:{free_port()}",
+                f"shard{i}",
+                log_level,
+                ["--shard-id", f"shard{i}", "--config", config_address],
+            )
+            for i in range(shards)
+        ]
+        self.router = self._proc(
+            "router", "router", f"{HOST}:{free_port()}", None, log_level,
+            ["--config", config_address],
+        )
+        self._channels: dict[str, aio.Channel] = {}
+        self._channel_loop: asyncio.AbstractEventLoop | None = None
+
+    def _proc(
+        self,
+        name: str,
+        module: str,
+        address: str,
+        data: str | None,
+        log_level: str,
+        extra: Sequence[str] = (),
+    ) -> Proc:
+        host, port = address.rsplit(":", 1)
+        data_dir = self.base_dir / data if data is not None else None
+        args = ["--host", host, "--port", port, "--log-level", log_level]
+        if data_dir is not None:
+            args += ["--data-dir", str(data_dir)]
+        return Proc(
+            name,
+            module,
+            [*args, *extra],
+            address=address,
+            data_dir=data_dir,
+            log_path=self.base_dir / f"{name}.log",
+        )
+
+    # addresses and processes
+
+    @property
+    def procs(self) -> list[Proc]:
+        return [self.config, *self.shards, self.router]
+
+    @property
+    def router_address(self) -> str:
+        return self.router.address
+
+    @property
+    def config_address(self) -> str:
+        return self.config.address
+
+    @property
+    def shard_ids(self) -> list[str]:
+        return [proc.name for proc in self.shards]
+
+    def shard_index(self, shard_id: str) -> int:
+        return self.shard_ids.index(shard_id)
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Config server and shards, AddShard for each, then the router; all healthy."""
+        for proc in [self.config, *self.shards]:
+            proc.start()
+        await asyncio.gather(*(proc.wait_healthy() for proc in [self.config, *self.shards]))
+        await self.add_shards()
+        self.router.start()
+        await self.router.wait_healthy()
+
+    async def add_shards(self) -> None:
+        async with aio.insecure_channel(self.config_address) as channel:
+            stub = routing_pb2_grpc.ConfigServiceStub(channel)
+            for proc in self.shards:
+                host, port = proc.address.rsplit(":", 1)
+                request = routing_pb2.AddShardRequest(shard_id=proc.name, host=host, port=int(port))
+                await stub.AddShard(request, timeout=RPC_TIMEOUT)
+
+    async def stop(self, *, check: bool = True) -> None:
+        """Router, then shards, then config (SIGTERM; each must exit 0 if ``check``)."""
+        await self.close_channels()
+        failures: list[str] = []
+        for group in ([self.router], self.shards, [self.config]):
+            results = await asyncio.gather(
+                *(asyncio.to_thread(proc.terminate, check=check) for proc in group),
+                return_exceptions=True,
+            )
+            failures += [str(r) for r in results if isinstance(r, BaseException)]
+        for proc in self.procs:
+            proc.forget()
+        if failures:
+            raise AssertionError("unclean shutdown:\n" + "\n".join(failures))
+
+    def kill_shard(self, index: int) -> None:
+        """kill -9 one shard."""
+        self.shards[index].kill()
+
+    async def restart_shard(self, index: int) -> None:
+        """Start a stopped shard again on the same port and data dir; wait until healthy."""
+        await self.restart(self.shards[index])
+
+    async def restart(self, proc: Proc) -> None:
+        """Start any stopped process of this cluster again; wait until healthy."""
+        proc.restart()
+        await proc.wait_healthy()
+
+    def kill_all(self) -> None:
+        """kill -9 every process (router first)."""
+        for proc in reversed(self.procs):
+            proc.kill()
+
+    async def restart_all(self) -> None:
+        """Start every stopped process again on the same ports and dirs (no AddShard)."""
+        await self.close_channels()
+        first = [p for p in [self.config, *self.shards] if not p.alive]
+        for proc in first:
+            proc.start()
+        await asyncio.gather(*(proc.wait_healthy() for proc in first))
+        if not self.router.alive:
+            self.router.start()
+        await self.router.wait_healthy()
+
+    # stubs (channels are cached per event loop)
+
+    def channel(self, address: str) -> aio.Channel:
+        loop = asyncio.get_running_loop()
+        if loop is not self._channel_loop:
+            self._channels = {}  # those belonged to a loop that has finished
+            self._channel_loop = loop
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = ch
+        return ch
+
+    async def close_channels(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        if self._channel_loop is not None and self._channel_loop is asyncio.get_running_loop():
+            for ch in channels:
+                await ch.close(None)
+        self._channel_loop = None
+
+    def router_stub(self) -> routing_pb2_grpc.RouterServiceStub:
+        return routing_pb2_grpc.RouterServiceStub(self.channel(self.router_address))
+
+    def config_stub(self) -> routing_pb2_grpc.ConfigServiceStub:
+        """ConfigService on the router (forwarded to the config server)."""
+        return routing_pb2_grpc.ConfigServiceStub(self.channel(self.router_address))
+
+    def config_server_stub(self) -> routing_pb2_grpc.ConfigServiceStub:
+        """ConfigService on the config server itself."""
+        return routing_pb2_grpc.ConfigServiceStub(self.channel(self.config_address))
+
+    def cluster_stub(self) -> cluster_pb2_grpc.ClusterServiceStub:
+        return cluster_pb2_grpc.ClusterServiceStub(self.channel(self.config_address))
+
+    def shard_stub(self, index: int) -> shard_pb2_grpc.ShardServiceStub:
+        return shard_pb2_grpc.ShardServiceStub(self.channel(self.shards[index].address))
+
+    async def shard_count(self, index: int, db: str, coll: str, filter: Mapping[str, Any]) -> int:
+        """Documents one shard holds (version check skipped), orphans filtered."""
+        request = shard_pb2.ShardCountRequest(
+            database=db,
+            collection=coll,
+            filter=enc(filter),
+            version=shard_pb2.ShardVersion(ignore=True),
+        )
+        response = await self.shard_stub(index).Count(request, timeout=RPC_TIMEOUT)
+        return int(response.count)
+
+
+def unique_name(hint: str = "t", limit: int = 40) -> str:
+    """A database/collection name safe for LauraDB, unique per call."""
+    safe = "".join(ch if ch.isalnum() else "_" for ch in hint)[:limit].strip("_") or "t"
+    return f"{safe}_{uuid.uuid4().hex[:8]}"
+
+
+# --- BSON and RPC conveniences ----------------------------------------------------------
+
+
+def enc(doc: Mapping[str, Any] | None) -> bytes:
+    """BSON bytes of a document (None -> empty bytes: 'not given')."""
+    return b"" if doc is None else bson.encode(doc)
+
+
+def dec(data: bytes) -> dict[str, Any]:
+    decoded: dict[str, Any] = bson.decode(data)
+    return decoded
+
+
+def laura_error(exc: BaseException) -> LauraError:
+    """The LauraError a failed call carried (code, code_name, message)."""
+    assert isinstance(exc, grpc.RpcError), f"not an RPC error: {exc!r}"
+    return from_rpc_error(exc)
+
+
+@dataclass
+class QueryResult:
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    batches: int = 0
+    shards_queried: set[str] = field(default_factory=set)
+    first: routing_pb2.QueryResponse | None = None
+
+
+async def query(
+    stub: routing_pb2_grpc.RouterServiceStub,
+    db: str,
+    coll: str,
+    filter: Mapping[str, Any] | None = None,
+    *,
+    projection: Mapping[str, Any] | None = None,
+    sort: Mapping[str, Any] | None = None,
+    skip: int = 0,
+    limit: int = 0,
+    batch_size: int = 0,
+    timeout: float = RPC_TIMEOUT,
+    max_batches: int = 100_000,
+) -> QueryResult:
+    """Query through the router and follow GetMore until the cursor is exhausted."""
+    request = routing_pb2.QueryRequest(
+        database=db,
+        collection=coll,
+        query=enc(filter or {}),
+        projection=enc(projection),
+        sort=enc(sort),
+        skip=skip,
+        limit=limit,
+        batch_size=batch_size,
+    )
+    response = await stub.Query(request, timeout=timeout)
+    result = QueryResult(first=response)
+    while True:
+        result.batches += 1
+        result.docs.extend(dec(d) for d in response.documents)
+        result.shards_queried.update(response.stats.shards_queried)
+        if not (response.more_available and response.cursor_id):
+            return result
+        assert result.batches < max_batches, f"cursor {response.cursor_id} never ends"
+        more = router_ext_pb2.GetMoreRequest(cursor_id=response.cursor_id, batch_size=batch_size)
+        response = await stub.GetMore(more, timeout=timeout)
+
+
+async def query_all(
+    stub: routing_pb2_grpc.RouterServiceStub,
+    db: str,
+    coll: str,
+    filter: Mapping[str, Any] | None = None,
+    **kw: Any,
+) -> list[dict[str, Any]]:
+    """Every document a query returns, following GetMore."""
+    return (await query(stub, db, coll, filter, **kw)).docs
+
+
+async def insert_many(
+    stub: routing_pb2_grpc.RouterServiceStub,
+    db: str,
+    coll: str,
+    docs: Iterable[Mapping[str, Any]],
+    *,
+    batch: int = 1000,
+    ordered: bool = True,
+    check: bool = True,
+    timeout: float = RPC_TIMEOUT,
+) -> int:
+    """Insert in batches; the number inserted. ``check``: fail on any per-document error."""
+    pending = [enc(doc) for doc in docs]
+    inserted = 0
+    for start in range(0, len(pending), batch):
+        request = routing_pb2.InsertRequest(
+            database=db, collection=coll, documents=pending[start : start + batch], ordered=ordered
+        )
+        response = await stub.Insert(request, timeout=timeout)
+        inserted += response.inserted_count
+        if check and response.errors:
+            first = response.errors[0]
+            raise AssertionError(
+                f"insert into {db}.{coll}: {len(response.errors)} errors, first at "
+                f"{start + first.index}: {first.code_name} {first.error}"
+            )
+    return inserted
+
+
+async def count(
+    stub: routing_pb2_grpc.RouterServiceStub,
+    db: str,
+    coll: str,
+    filter: Mapping[str, Any] | None = None,
+    *,
+    timeout: float = RPC_TIMEOUT,
+) -> int:
+    request = router_ext_pb2.CountRequest(database=db, collection=coll, query=enc(filter or {}))
+    return int((await stub.Count(request, timeout=timeout)).count)
+
+
+STRATEGIES = {
+    "hashed": routing_pb2.HASH,
+    "range": routing_pb2.RANGE,
+    "compound": routing_pb2.COMPOUND,
+}
+
+
+async def shard_collection(
+    config: routing_pb2_grpc.ConfigServiceStub,
+    db: str,
+    coll: str,
+    fields: Sequence[str],
+    strategy: str = "hashed",
+    *,
+    initial_chunks: int = 0,
+    unique: bool = False,
+) -> routing_pb2.ShardCollectionResponse:
+    request = routing_pb2.ShardCollectionRequest(
+        database=db,
+        collection=coll,
+        shard_key_fields=list(fields),
+        strategy=STRATEGIES[strategy],
+        initial_chunks=initial_chunks,
+        unique=unique,
+    )
+    response: routing_pb2.ShardCollectionResponse = await config.ShardCollection(
+        request, timeout=RPC_TIMEOUT
+    )
+    return response
+
+
+async def get_shard_map(
+    stub: routing_pb2_grpc.ConfigServiceStub | routing_pb2_grpc.RouterServiceStub,
+    db: str,
+    coll: str,
+) -> routing_pb2.GetShardMapResponse:
+    request = routing_pb2.GetShardMapRequest(database=db, collection=coll)
+    response: routing_pb2.GetShardMapResponse = await stub.GetShardMap(
+        request, timeout=RPC_TIMEOUT
+    )
+    return response
+
+
+async def split_chunk(
+    config: routing_pb2_grpc.ConfigServiceStub, chunk_id: str, point: Mapping[str, Any]
+) -> routing_pb2.SplitChunkResponse:
+    request = routing_pb2.SplitChunkRequest(chunk_id=chunk_id, split_point=enc(point))
+    response: routing_pb2.SplitChunkResponse = await config.SplitChunk(
+        request, timeout=RPC_TIMEOUT
+    )
+    return response
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    chunk_id: str
+    shard: str
+    min: dict[str, Any]
+    max: dict[str, Any]
+
+    def contains(self, key: Mapping[str, Any]) -> bool:
+        """min <= key < max, comparing the shard-key values in field order."""
+        values = list(key.values())
+        return (
+            _compare_seq(list(self.min.values()), values) <= 0
+            and _compare_seq(values, list(self.max.values())) < 0
+        )
+
+
+def _compare_seq(a: Sequence[Any], b: Sequence[Any]) -> int:
+    for x, y in zip(a, b, strict=True):
+        c = compare(x, y)
+        if c:
+            return c
+    return 0
+
+
+def chunks_of(shard_map: routing_pb2.GetShardMapResponse) -> list[ChunkInfo]:
+    """Every chunk of a (full) shard map with its owner and decoded bounds."""
+    return [
+        ChunkInfo(chunk.chunk_id, route.shard_id, dec(chunk.min_key), dec(chunk.max_key))
+        for route in shard_map.shards
+        for chunk in route.chunks
+    ]
+
+
+async def ping(address: str, timeout: float = 1.0) -> bool:
+    """True if ``address`` answers health SERVING."""
+    with contextlib.suppress(TimeoutError):
+        await wait_for_health(address, timeout)
+        return True
+    return False

@@ -1,0 +1,157 @@
+"""``lauradb-cluster up``: start, serve, stop cleanly on SIGTERM, come back with the data."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from grpc import aio
+
+from lauradb.cluster import routing_pb2_grpc
+from lauradb.launcher import plan_cluster, shard_port
+from tests.integration.harness import (
+    REPO_ROOT,
+    count,
+    eventually,
+    free_port_block,
+    insert_many,
+    query_all,
+)
+
+READY = re.compile(r"cluster ready: router at (\S+)")
+CHILD_LINE = re.compile(r"^(config|shard\d+|router)\s+(\S+)\s+pid (\d+)", re.M)
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+
+class LauncherRun:
+    """``python -m lauradb.launcher up ...`` with its output in a file."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "lauradb.launcher", "up", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self.offset = log_path.stat().st_size
+
+    def output(self) -> str:
+        return self.log_path.read_bytes()[self.offset :].decode(errors="replace")
+
+    async def wait_ready(self) -> str:
+        async def ready() -> str:
+            assert self.popen.poll() is None, f"launcher exited early:\n{self.output()}"
+            match = READY.search(self.output())
+            return match[1] if match else ""
+
+        return await eventually(ready, timeout=START_TIMEOUT, what="cluster ready")
+
+    def children(self) -> dict[str, int]:
+        return {name: int(pid) for name, _, pid in CHILD_LINE.findall(self.output())}
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            return self.popen.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            raise AssertionError(f"launcher ignored signal {sig}:\n{self.output()}") from None
+
+    def wait_exit(self) -> int:
+        return self.popen.wait(STOP_TIMEOUT)
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:  # a zombie nobody reaped yet is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.fixture
+def launches(tmp_path: Path) -> Iterator[list[LauncherRun]]:
+    runs: list[LauncherRun] = []
+    yield runs
+    for run in runs:
+        if run.popen.poll() is None:
+            run.stop()
+        for pid in run.children().values():
+            if not pid_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_port_layout() -> None:
+    plan = plan_cluster(3, 27017, Path("d"), "127.0.0.1")
+    assert plan.router.port == 27017
+    assert plan.config.port == 27019
+    assert [s.port for s in plan.shards] == [27018, 27020, 27021]
+    assert [s.name for s in plan.shards] == ["shard0", "shard1", "shard2"]
+    assert plan.shards[1].data_dir == Path("d/shard1")
+    assert plan.config.data_dir == Path("d/config")
+    assert shard_port(100, 0) == 101 and shard_port(100, 5) == 107
+    argv = plan.shards[2].argv("info")
+    assert argv[1:3] == ["-m", "shard_stub"]
+    assert argv[argv.index("--config") + 1] == "127.0.0.1:27019"
+    assert argv[argv.index("--shard-id") + 1] == "shard2"
+
+
+@pytest.mark.integration
+async def test_up_serve_stop_and_come_back(tmp_path: Path, launches: list[LauncherRun]) -> None:
+    base = free_port_block(4)
+    args = ["--shards", "2", "--port", str(base), "--data-dir", str(tmp_path / "data")]
+    log = tmp_path / "launcher.log"
+
+    first = LauncherRun(args, log)
+    launches.append(first)
+    router_address = await first.wait_ready()
+    assert router_address == f"127.0.0.1:{base}"
+    children = first.children()
+    assert set(children) == {"config", "shard0", "shard1", "router"}, first.output()
+    docs = [{"_id": i, "k": i % 13} for i in range(200)]
+    async with aio.insecure_channel(router_address) as channel:
+        router = routing_pb2_grpc.RouterServiceStub(channel)
+        assert await insert_many(router, "launch", "c", docs) == 200
+        assert len(await query_all(router, "launch", "c", {"k": 3})) == 16
+
+    assert first.stop() == 0, first.output()
+    assert all(pid_gone(pid) for pid in children.values()), children
+
+    second = LauncherRun(args, log)
+    launches.append(second)
+    router_address = await second.wait_ready()
+    async with aio.insecure_channel(router_address) as channel:
+        router = routing_pb2_grpc.RouterServiceStub(channel)
+        assert await count(router, "launch", "c") == 200
+        got = await query_all(router, "launch", "c", {}, sort={"_id": 1})
+        assert got == docs
+    assert second.stop() == 0, second.output()
+    assert all(pid_gone(pid) for pid in second.children().values())
+
+
+@pytest.mark.integration
+async def test_child_death_stops_the_rest(tmp_path: Path, launches: list[LauncherRun]) -> None:
+    base = free_port_block(4)
+    args = ["--shards", "2", "--port", str(base), "--data-dir", str(tmp_path / "data")]
+    run = LauncherRun(args, tmp_path / "launcher.log")
+    launches.append(run)
+    await run.wait_ready()
+    children = run.children()
+    os.kill(children["shard1"], signal.SIGKILL)
+    assert run.wait_exit() != 0
+    assert "shard1" in run.output().split("cluster ready", 1)[1]
+    assert all(pid_gone(pid) for pid in children.values()), run.output()
