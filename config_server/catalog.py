@@ -15,12 +15,13 @@ from typing import Any
 import bson
 from bson.objectid import ObjectId
 
-from config_server import key_bounds
+from config_server import index_records, key_bounds
 from config_server.model import (
     HASH,
     ChunkRecord,
     CollectionRecord,
     DatabaseRecord,
+    IndexRecord,
     NodeRecord,
     ShardRecord,
     combined_version,
@@ -69,6 +70,14 @@ class TopologyView:
     shards: list[ShardRecord]
     chunks: list[ChunkRecord]
     nodes: list[NodeRecord]
+
+
+@dataclass(frozen=True)
+class DroppedNamespaces:
+    """What a drop removed: whether anything, and the sharded namespaces among it."""
+
+    dropped: bool
+    sharded: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -252,6 +261,12 @@ class Catalog:
             shards = [s for s in tx.list_shards() if not s.draining]
             db = tx.get_database(database)
             primary = tx.get_shard(db.primary_shard) if db is not None else None
+            index_records.check_shard_key_for_indexes(
+                f"{database}.{collection}",
+                tx.list_indexes(database, collection),
+                pattern.fields,
+                resolved,
+            )
         if not shards:
             raise LauraError(ErrorCode.SHARD_NOT_FOUND, "no shards in the cluster: add a shard first")
         count = key_bounds.check_initial_chunks(initial_chunks, len(shards), resolved)
@@ -283,6 +298,10 @@ class Catalog:
                 raise LauraError(
                     ErrorCode.ALREADY_SHARDED, f"collection '{namespace}' is already sharded"
                 )
+            index_records.check_shard_key_for_indexes(
+                namespace, tx.list_indexes(database, collection), plan.pattern.fields,
+                plan.strategy,
+            )
             db, _ = self._ensure_database(tx, database)
             record = CollectionRecord(
                 database=database,
@@ -320,6 +339,123 @@ class Catalog:
     def get_collection(self, database: str, collection: str) -> CollectionRecord | None:
         with self.store.snapshot() as tx:
             return tx.get_collection(database, collection)
+
+    # ----------------------------------------------------------------- indexes
+
+    def record_index(
+        self,
+        database: str,
+        collection: str,
+        name: str,
+        keys: Sequence[tuple[str, int]],
+        *,
+        unique: bool = False,
+        sparse: bool = False,
+    ) -> bool:
+        """Record an index of a collection; False when an identical one exists.
+
+        The database is created on first use (as creating an index creates the
+        collection). Same name with other keys or options, or the same keys under
+        another name: INDEX_ALREADY_EXISTS. A unique index on a sharded collection
+        must be prefixed by the shard key (else CANNOT_CREATE_INDEX).
+        """
+        validate_database_name(database)
+        validate_collection_name(database, collection)
+        index_records.validate_name(name)
+        record = IndexRecord(database, collection, name, tuple(keys), unique, sparse)
+        if record.keys == index_records.ID_INDEX_KEYS:
+            if name == index_records.ID_INDEX_NAME:
+                return False
+            raise LauraError(
+                ErrorCode.INDEX_ALREADY_EXISTS,
+                f"Index already exists with a different name: {index_records.ID_INDEX_NAME}",
+            )
+        if name == index_records.ID_INDEX_NAME:
+            raise LauraError(
+                ErrorCode.INDEX_ALREADY_EXISTS,
+                f"Index with name: {name} already exists with different options",
+            )
+        with self.store.transaction() as tx:
+            coll = tx.get_collection(database, collection)
+            if coll is not None:
+                index_records.check_unique_for_shard_key(record, coll.key_fields, coll.strategy)
+            for existing in tx.list_indexes(database, collection):
+                if existing.name == name:
+                    if existing.same_spec(record):
+                        return False
+                    raise LauraError(
+                        ErrorCode.INDEX_ALREADY_EXISTS,
+                        f"Index with name: {name} already exists with different options",
+                    )
+                if existing.keys == record.keys:
+                    raise LauraError(
+                        ErrorCode.INDEX_ALREADY_EXISTS,
+                        f"Index already exists with a different name: {existing.name}",
+                    )
+            self._ensure_database(tx, database)
+            tx.put_index(record)
+        return True
+
+    def remove_index_record(self, database: str, collection: str, name: str) -> bool:
+        """Forget one index record (``"*"``: all of the collection); whether any was."""
+        validate_database_name(database)
+        validate_collection_name(database, collection)
+        index_records.validate_name(name)
+        if name == index_records.ID_INDEX_NAME:
+            raise LauraError(ErrorCode.ILLEGAL_OPERATION, "cannot drop _id index")
+        with self.store.transaction() as tx:
+            existing = tx.list_indexes(database, collection)
+            if name == "*":
+                return tx.delete_indexes(database, collection) > 0
+            if not any(ix.name == name for ix in existing):
+                return False
+            tx.delete_index(database, collection, name)
+            return True
+
+    def collection_indexes(self, database: str, collection: str) -> list[IndexRecord]:
+        """The index records of a collection (empty when none or unknown)."""
+        validate_database_name(database)
+        validate_collection_name(database, collection)
+        with self.store.snapshot() as tx:
+            return tx.list_indexes(database, collection)
+
+    # ------------------------------------------------------------------- drops
+
+    def drop_collection_metadata(self, database: str, collection: str) -> DroppedNamespaces:
+        """Forget a collection: its sharding (collection row, chunks) and its index
+        records, in one transaction. Sharding it again later starts a new epoch."""
+        validate_database_name(database)
+        validate_collection_name(database, collection)
+        namespace = f"{database}.{collection}"
+        with self.store.transaction() as tx:
+            coll = tx.get_collection(database, collection)
+            removed = tx.delete_indexes(database, collection)
+            if coll is not None:
+                tx.delete_chunks(namespace)
+                tx.delete_collection(database, collection)
+                self._changed(tx)
+        return DroppedNamespaces(
+            coll is not None or removed > 0, [namespace] if coll is not None else []
+        )
+
+    def drop_database_metadata(self, database: str) -> DroppedNamespaces:
+        """Forget a database: every sharded collection, chunk and index record of it
+        and the database itself (with its primary shard choice), in one transaction."""
+        validate_database_name(database)
+        with self.store.transaction() as tx:
+            db = tx.get_database(database)
+            colls = tx.list_collections(database)
+            removed = tx.delete_indexes(database)
+            for coll in colls:
+                tx.delete_chunks(coll.namespace)
+                tx.delete_collection(database, coll.collection)
+            if db is not None:
+                tx.delete_database(database)
+            if db is not None or colls:
+                self._changed(tx)
+        return DroppedNamespaces(
+            db is not None or bool(colls) or removed > 0, [c.namespace for c in colls]
+        )
 
     # ------------------------------------------------------------------ chunks
 

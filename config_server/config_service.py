@@ -1,17 +1,18 @@
-"""ConfigService: shards, databases, sharded collections and their chunks."""
+"""ConfigService: shards, databases, sharded collections, their chunks and index records."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from grpc import aio
 
-from config_server import convert
-from config_server.catalog import Catalog
-from config_server.model import HASH, combined_version
+from config_server import convert, index_records
+from config_server.catalog import Catalog, DroppedNamespaces
+from config_server.model import HASH, IndexRecord, combined_version
 from config_server.shard_notifier import ShardNotifier
-from lauradb.bsonkit.codec import decode_document
+from lauradb.bsonkit.codec import decode_document, encode_document
 from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.server import rpc_method
@@ -26,6 +27,15 @@ def _strategy_name(value: int) -> str:
         return routing_pb2.ShardingStrategy.Name(value)  # type: ignore[arg-type]
     except ValueError:
         raise LauraError(ErrorCode.BAD_VALUE, f"unknown sharding strategy {value}") from None
+
+
+def _index_spec(record: IndexRecord) -> router_ext_pb2.IndexSpec:
+    return router_ext_pb2.IndexSpec(
+        name=record.name,
+        keys=encode_document(dict(record.keys)),
+        unique=record.unique,
+        sparse=record.sparse,
+    )
 
 
 class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
@@ -177,3 +187,85 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
                 for v in self.catalog.list_databases()
             ]
         )
+
+    # ----------------------------------------------------------------- indexes
+
+    @rpc_method
+    async def RecordIndex(
+        self, request: router_ext_pb2.RecordIndexRequest, context: Context
+    ) -> router_ext_pb2.RecordIndexResponse:
+        spec = request.index
+        index_records.validate_name(spec.name)
+        if not spec.keys:
+            raise LauraError(ErrorCode.BAD_VALUE, "bad index key pattern: no index keys given")
+        keys = index_records.parse_keys(decode_document(spec.keys, "index keys"))
+        created = self.catalog.record_index(
+            request.database,
+            request.collection,
+            spec.name,
+            keys,
+            unique=spec.unique,
+            sparse=spec.sparse,
+        )
+        if created:
+            log.info(
+                "%s.%s: index %s %s recorded", request.database, request.collection,
+                spec.name, index_records.keys_text(keys),
+            )
+        return router_ext_pb2.RecordIndexResponse(created=created)
+
+    @rpc_method
+    async def RemoveIndexRecord(
+        self, request: router_ext_pb2.RemoveIndexRecordRequest, context: Context
+    ) -> router_ext_pb2.RemoveIndexRecordResponse:
+        removed = self.catalog.remove_index_record(
+            request.database, request.collection, request.name
+        )
+        return router_ext_pb2.RemoveIndexRecordResponse(removed=removed)
+
+    @rpc_method
+    async def GetCollectionIndexes(
+        self, request: router_ext_pb2.GetCollectionIndexesRequest, context: Context
+    ) -> router_ext_pb2.GetCollectionIndexesResponse:
+        records = self.catalog.collection_indexes(request.database, request.collection)
+        return router_ext_pb2.GetCollectionIndexesResponse(
+            indexes=[_index_spec(r) for r in records]
+        )
+
+    # ------------------------------------------------------------------- drops
+
+    async def _refresh_dropped(self, result: DroppedNamespaces) -> None:
+        """Tell every shard that the sharded namespaces are gone (as ShardCollection
+        does after sharding): none keeps routing by the old epoch."""
+        if not result.sharded:
+            return
+        shards = self.catalog.list_shards()
+        outcomes = await asyncio.gather(
+            *(
+                self.notifier.refresh(shards, *namespace.split(".", 1))
+                for namespace in result.sharded
+            )
+        )
+        for namespace, failed in zip(result.sharded, outcomes, strict=True):
+            if failed:
+                log.warning("%s dropped; shards not refreshed: %s", namespace, ", ".join(failed))
+
+    @rpc_method
+    async def DropCollectionMetadata(
+        self, request: router_ext_pb2.DropCollectionMetadataRequest, context: Context
+    ) -> router_ext_pb2.DropCollectionMetadataResponse:
+        result = self.catalog.drop_collection_metadata(request.database, request.collection)
+        await self._refresh_dropped(result)
+        if result.dropped:
+            log.info("%s.%s: metadata dropped", request.database, request.collection)
+        return router_ext_pb2.DropCollectionMetadataResponse(dropped=result.dropped)
+
+    @rpc_method
+    async def DropDatabaseMetadata(
+        self, request: router_ext_pb2.DropDatabaseMetadataRequest, context: Context
+    ) -> router_ext_pb2.DropDatabaseMetadataResponse:
+        result = self.catalog.drop_database_metadata(request.database)
+        await self._refresh_dropped(result)
+        if result.dropped:
+            log.info("database %s: metadata dropped", request.database)
+        return router_ext_pb2.DropDatabaseMetadataResponse(dropped=result.dropped)

@@ -20,6 +20,7 @@ __all__ = [
     "ChunkRecord",
     "CollectionRecord",
     "DatabaseRecord",
+    "IndexRecord",
     "NodeRecord",
     "ShardRecord",
     "combined_version",
@@ -83,6 +84,34 @@ class ChunkRecord:
     @property
     def version(self) -> int:
         return combined_version(self.major, self.minor)
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    """A secondary index recorded for a collection (sharded or not).
+
+    ``keys`` are ``(field, 1 | -1)`` pairs in key order. The router applies the
+    record on the shards; a shard that starts holding the collection builds it.
+    """
+
+    database: str
+    collection: str
+    name: str
+    keys: tuple[tuple[str, int], ...]
+    unique: bool = False
+    sparse: bool = False
+
+    @property
+    def namespace(self) -> str:
+        return f"{self.database}.{self.collection}"
+
+    def same_spec(self, other: IndexRecord) -> bool:
+        return (self.name, self.keys, self.unique, self.sparse) == (
+            other.name,
+            other.keys,
+            other.unique,
+            other.sparse,
+        )
 
 
 @dataclass(frozen=True)

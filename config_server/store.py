@@ -21,6 +21,7 @@ from config_server.model import (
     ChunkRecord,
     CollectionRecord,
     DatabaseRecord,
+    IndexRecord,
     NodeRecord,
     ShardRecord,
     combined_version,
@@ -30,7 +31,7 @@ from lauradb.errors import ErrorCode, LauraError
 log = logging.getLogger("lauradb.config.store")
 
 DB_FILE_NAME = "config.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: index records
 TOPOLOGY_VERSION_KEY = "topology_version"
 
 
@@ -60,6 +61,9 @@ class MetadataTransaction(abc.ABC):
     @abc.abstractmethod
     def put_database(self, db: DatabaseRecord) -> None: ...
 
+    @abc.abstractmethod
+    def delete_database(self, name: str) -> None: ...
+
     # sharded collections
     @abc.abstractmethod
     def get_collection(self, database: str, collection: str) -> CollectionRecord | None: ...
@@ -69,6 +73,27 @@ class MetadataTransaction(abc.ABC):
 
     @abc.abstractmethod
     def put_collection(self, coll: CollectionRecord) -> None: ...
+
+    @abc.abstractmethod
+    def delete_collection(self, database: str, collection: str) -> None: ...
+
+    # index records
+    @abc.abstractmethod
+    def list_indexes(
+        self, database: str, collection: str | None = None
+    ) -> list[IndexRecord]:
+        """Index records of a collection (or of every collection of the database),
+        ordered by collection then name."""
+
+    @abc.abstractmethod
+    def put_index(self, index: IndexRecord) -> None: ...
+
+    @abc.abstractmethod
+    def delete_index(self, database: str, collection: str, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def delete_indexes(self, database: str, collection: str | None = None) -> int:
+        """Remove the index records of a collection (or database); how many."""
 
     # chunks
     @abc.abstractmethod
@@ -90,6 +115,10 @@ class MetadataTransaction(abc.ABC):
 
     @abc.abstractmethod
     def delete_chunk(self, chunk_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def delete_chunks(self, namespace: str) -> int:
+        """Remove every chunk of a namespace; how many."""
 
     @abc.abstractmethod
     def collection_version(self, namespace: str) -> tuple[int, int]:
@@ -159,6 +188,10 @@ _SCHEMA = (
     "CREATE UNIQUE INDEX IF NOT EXISTS chunks_by_range ON chunks (namespace, min_sort)",
     "CREATE INDEX IF NOT EXISTS chunks_by_version ON chunks (namespace, version)",
     "CREATE INDEX IF NOT EXISTS chunks_by_shard ON chunks (shard_id)",
+    """CREATE TABLE IF NOT EXISTS indexes (
+        database TEXT NOT NULL, collection TEXT NOT NULL, name TEXT NOT NULL,
+        keys TEXT NOT NULL, is_unique INTEGER NOT NULL, is_sparse INTEGER NOT NULL,
+        PRIMARY KEY (database, collection, name))""",
     """CREATE TABLE IF NOT EXISTS nodes (
         node_id TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
         role INTEGER NOT NULL, priority INTEGER NOT NULL, tags TEXT NOT NULL,
@@ -205,6 +238,17 @@ def _node(row: tuple[Any, ...]) -> NodeRecord:
         shard_id=row[6],
         up=bool(row[7]),
         last_heartbeat_ms=row[8],
+    )
+
+
+def _index(row: tuple[Any, ...]) -> IndexRecord:
+    return IndexRecord(
+        database=row[0],
+        collection=row[1],
+        name=row[2],
+        keys=tuple((str(f), int(d)) for f, d in json.loads(row[3])),
+        unique=bool(row[4]),
+        sparse=bool(row[5]),
     )
 
 
@@ -270,6 +314,9 @@ class SqliteTransaction(MetadataTransaction):
             (db.name, db.primary_shard),
         )
 
+    def delete_database(self, name: str) -> None:
+        self._write("DELETE FROM databases WHERE name = ?", (name,))
+
     # collections
     def get_collection(self, database: str, collection: str) -> CollectionRecord | None:
         row = self._one(
@@ -305,6 +352,58 @@ class SqliteTransaction(MetadataTransaction):
                 coll.created_ms,
             ),
         )
+
+    def delete_collection(self, database: str, collection: str) -> None:
+        self._write(
+            "DELETE FROM collections WHERE database = ? AND collection = ?",
+            (database, collection),
+        )
+
+    # index records
+    def list_indexes(self, database: str, collection: str | None = None) -> list[IndexRecord]:
+        sql = (
+            "SELECT database, collection, name, keys, is_unique, is_sparse FROM indexes "
+            "WHERE database = ?"
+        )
+        if collection is None:
+            rows = self._all(sql + " ORDER BY collection, name", (database,))
+        else:
+            rows = self._all(
+                sql + " AND collection = ? ORDER BY name", (database, collection)
+            )
+        return [_index(r) for r in rows]
+
+    def put_index(self, index: IndexRecord) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO indexes "
+            "(database, collection, name, keys, is_unique, is_sparse) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                index.database,
+                index.collection,
+                index.name,
+                json.dumps([[f, d] for f, d in index.keys]),
+                int(index.unique),
+                int(index.sparse),
+            ),
+        )
+
+    def delete_index(self, database: str, collection: str, name: str) -> None:
+        self._write(
+            "DELETE FROM indexes WHERE database = ? AND collection = ? AND name = ?",
+            (database, collection, name),
+        )
+
+    def delete_indexes(self, database: str, collection: str | None = None) -> int:
+        if not self._writable:
+            raise LauraError(ErrorCode.INTERNAL_ERROR, "write in a read-only metadata snapshot")
+        if collection is None:
+            cur = self._conn.execute("DELETE FROM indexes WHERE database = ?", (database,))
+        else:
+            cur = self._conn.execute(
+                "DELETE FROM indexes WHERE database = ? AND collection = ?",
+                (database, collection),
+            )
+        return int(cur.rowcount)
 
     # chunks
     def get_chunk(self, chunk_id: str) -> ChunkRecord | None:
@@ -359,6 +458,12 @@ class SqliteTransaction(MetadataTransaction):
 
     def delete_chunk(self, chunk_id: str) -> None:
         self._write("DELETE FROM chunks WHERE chunk_id = ?", (chunk_id,))
+
+    def delete_chunks(self, namespace: str) -> int:
+        if not self._writable:
+            raise LauraError(ErrorCode.INTERNAL_ERROR, "write in a read-only metadata snapshot")
+        cur = self._conn.execute("DELETE FROM chunks WHERE namespace = ?", (namespace,))
+        return int(cur.rowcount)
 
     def collection_version(self, namespace: str) -> tuple[int, int]:
         row = self._one(
@@ -453,6 +558,8 @@ class SqliteMetadataStore(MetadataStore):
                     f"metadata store {self.path} has schema version {stored}, "
                     f"newer than this server's {SCHEMA_VERSION}",
                 )
+            elif int(stored) < SCHEMA_VERSION:  # new tables only: created above
+                tx.set_meta("schema_version", str(SCHEMA_VERSION))
 
     @contextmanager
     def _begin(self, *, writable: bool) -> Iterator[SqliteTransaction]:

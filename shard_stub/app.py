@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from lauradb.cluster import routing_pb2, routing_pb2_grpc, shard_pb2_grpc
+from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc, shard_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.channels import ChannelPool
 from lauradb.rpc.errors import from_rpc_error
@@ -20,7 +20,7 @@ from lauradb.rpc.server import RpcServer
 from shard_stub.cursors import CursorManager
 from shard_stub.membership import Membership
 from shard_stub.metadata import FetchShardMap, ShardMetadata
-from shard_stub.service import SERVICE_NAME, ShardServicer
+from shard_stub.service import SERVICE_NAME, FetchIndexes, ShardServicer
 from shard_stub.storage import ShardStorage
 
 log = logging.getLogger("lauradb.shard")
@@ -48,6 +48,30 @@ def config_fetcher(pool: ChannelPool, config_address: str) -> FetchShardMap:
                 ) from None
             raise err from None
         return resp
+
+    return fetch
+
+
+def config_index_fetcher(pool: ChannelPool, config_address: str) -> FetchIndexes:
+    """ConfigService.GetCollectionIndexes on the config server; failures as LauraError."""
+
+    async def fetch(database: str, collection: str) -> list[router_ext_pb2.IndexSpec]:
+        stub = routing_pb2_grpc.ConfigServiceStub(pool.get(config_address))
+        req = router_ext_pb2.GetCollectionIndexesRequest(
+            database=database, collection=collection
+        )
+        try:
+            resp = await stub.GetCollectionIndexes(req, timeout=CONFIG_CALL_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            err = from_rpc_error(exc, target=config_address)
+            if err.code in (ErrorCode.EXCEEDED_TIME_LIMIT, ErrorCode.HOST_UNREACHABLE):
+                raise LauraError(
+                    ErrorCode.HOST_UNREACHABLE,
+                    f"config server {config_address} unreachable, cannot read the indexes "
+                    f"recorded for {database}.{collection}: {err.message}",
+                ) from None
+            raise err from None
+        return list(resp.indexes)
 
     return fetch
 
@@ -103,7 +127,13 @@ class ShardApp:
         self.pool = ChannelPool()
         self.metadata = ShardMetadata(shard_id, config_fetcher(self.pool, config_address))
         self.cursors = CursorManager()
-        self.servicer = ShardServicer(shard_id, self.storage, self.metadata, self.cursors)
+        self.servicer = ShardServicer(
+            shard_id,
+            self.storage,
+            self.metadata,
+            self.cursors,
+            config_index_fetcher(self.pool, config_address),
+        )
         self.server = RpcServer(
             name=f"lauradb-shard {shard_id}", host=host, port=port, metrics_port=metrics_port
         )

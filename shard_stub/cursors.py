@@ -146,6 +146,11 @@ class CursorManager:
                 killed += 1
         return killed
 
+    def kill_namespace(self, ns: str) -> int:
+        """Close every cursor reading ``ns`` (its collection is being dropped)."""
+        doomed = [cid for cid, c in self._cursors.items() if c.ns == ns]
+        return self.kill(doomed)
+
     def reap(self) -> int:
         """Close cursors idle for longer than ``idle_timeout``; how many."""
         now = self._clock()

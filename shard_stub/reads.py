@@ -1,4 +1,4 @@
-"""Find and Aggregate on top of the storage scans, as lazy streams of BSON bytes.
+"""Find, Aggregate (lazy streams of BSON bytes) and Distinct on top of the storage scans.
 
 Every input (filter, projection, sort, pipeline) is compiled when the stream is
 created, so a bad request fails before a cursor exists; the documents themselves are
@@ -12,12 +12,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lauradb.bsonkit.codec import encode_document
+from lauradb.bsonkit.codec import MAX_DOCUMENT_BYTES, encode_document
+from lauradb.bsonkit.keys import encode_value
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import compile_filter
+from lauradb.query.paths import split_path
 from lauradb.query.pipeline import compile_pipeline
 from lauradb.query.projection import compile_projection
 from lauradb.query.sort import compile_sort, validate_sort
+from shard_stub.index_keys import distinct_values
 from shard_stub.ownership import OwnedRanges
 from shard_stub.storage import Row, ScanStats, ShardStorage
 
@@ -61,10 +64,14 @@ def find_stream(
         isinstance(k, str) and k.endswith(".$") for k in (projection or {})
     )
     stats = ScanStats()
+    choice = storage.plan(ns, spec, sort_fields or None)
+    presorted = choice is not None and choice.ordered
 
     def rows() -> Iterator[Row]:
-        source = storage.scan(ns, spec, owned=owned, stats=stats, matcher=matcher)
-        if sort_key is not None:
+        source = storage.scan(
+            ns, spec, owned=owned, stats=stats, matcher=matcher, choice=choice
+        )
+        if sort_key is not None and not presorted:
             key = sort_key
             if limit:
                 ordered = heapq.nsmallest(skip + limit, source, key=lambda r: key(r.doc))
@@ -134,3 +141,41 @@ def aggregate_stream(
             yield encode_document(doc)
 
     return ResultStream(documents(), stats)
+
+
+def distinct(
+    storage: ShardStorage,
+    ns: str,
+    key: str,
+    filter_spec: Mapping[str, Any] | None = None,
+    *,
+    owned: OwnedRanges | None = None,
+    stats: ScanStats | None = None,
+) -> list[Any]:
+    """The distinct values of the dotted path ``key`` over the (owned) matching documents.
+
+    Arrays contribute their elements (as MongoDB's distinct does); values are
+    de-duplicated by BSON equality (1 and 1.0 are one value) and sorted in BSON
+    order. Over 16 MiB of values fails like MongoDB ("distinct too big").
+    """
+    if not isinstance(key, str) or not key:
+        raise LauraError(ErrorCode.BAD_VALUE, "FieldPath cannot be constructed with empty string")
+    if key.startswith("$"):
+        raise LauraError(ErrorCode.BAD_VALUE, f"FieldPath field names may not start with '$': {key}")
+    parts = split_path(key)
+    spec = filter_spec or {}
+    matcher = compile_filter(spec)
+    found: dict[bytes, Any] = {}
+    size = 0
+    for row in storage.scan(ns, spec, owned=owned, stats=stats, matcher=matcher):
+        for value in distinct_values(row.doc, parts):
+            enc = encode_value(value)
+            if enc in found:
+                continue
+            found[enc] = value
+            size += len(enc) + 8
+            if size > MAX_DOCUMENT_BYTES:
+                raise LauraError(
+                    ErrorCode.BSON_OBJECT_TOO_LARGE, "distinct too big, 16mb cap"
+                )
+    return [found[k] for k in sorted(found)]

@@ -5,27 +5,35 @@ metadata first (``ShardMetadata.check``: STALE_CONFIG and nothing touched on a
 mismatch), makes sure the stored shard keys follow the collection's current key
 pattern, then runs the storage work in a worker thread. Reads and multi-writes see
 only documents of chunks this shard owns.
+
+Catalog calls (CreateIndex, DropIndex, ListIndexes, ListCollections,
+DropCollection, DropDatabase) carry no placement version: they act on whatever this
+shard stores. When a collection first comes into existence here (first insert,
+upsert or createIndex), the indexes recorded for it on the config server
+(``GetCollectionIndexes``) are built first, so a shard that starts holding a
+collection has the same indexes as the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from grpc import aio
 
 from lauradb.bsonkit.codec import decode_document, decode_optional, encode_document
-from lauradb.cluster import shard_pb2, shard_pb2_grpc
+from lauradb.cluster import router_ext_pb2, shard_pb2, shard_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.errors import to_proto
 from lauradb.rpc.server import rpc_method
 from lauradb.sharding.shard_key import ShardKeyPattern
 from shard_stub.cursors import DEFAULT_FIRST_BATCH, CursorManager, ShardCursor
+from shard_stub.index_keys import IndexDef, parse_index_keys
 from shard_stub.metadata import NamespaceMetadata, ShardMetadata, namespace_of
 from shard_stub.ownership import OwnedRanges
-from shard_stub.reads import ResultStream, aggregate_stream, find_stream
+from shard_stub.reads import ResultStream, aggregate_stream, distinct, find_stream
 from shard_stub.storage import ShardStorage
 
 log = logging.getLogger("lauradb.shard.service")
@@ -33,6 +41,30 @@ log = logging.getLogger("lauradb.shard.service")
 Ctx = aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = "lauradb.cluster.ShardService"
+
+# ConfigService.GetCollectionIndexes(database, collection) -> the recorded indexes.
+FetchIndexes = Callable[[str, str], Awaitable[list[router_ext_pb2.IndexSpec]]]
+
+
+def index_from_spec(spec: router_ext_pb2.IndexSpec) -> IndexDef:
+    """An IndexSpec from the wire as an index definition (BAD_VALUE when malformed)."""
+    if not spec.name:
+        raise LauraError(ErrorCode.BAD_VALUE, "the index name is required")
+    if "\x00" in spec.name:
+        raise LauraError(ErrorCode.BAD_VALUE, "index names cannot contain NUL bytes")
+    if not spec.keys:
+        raise LauraError(ErrorCode.BAD_VALUE, "bad index key pattern: the index keys are missing")
+    fields = parse_index_keys(decode_document(spec.keys, "index keys"))
+    return IndexDef(spec.name, fields, spec.unique, spec.sparse)
+
+
+def index_to_spec(index: IndexDef) -> router_ext_pb2.IndexSpec:
+    return router_ext_pb2.IndexSpec(
+        name=index.name,
+        keys=encode_document(index.keys_document()),
+        unique=index.unique,
+        sparse=index.sparse,
+    )
 
 
 def check_namespace(database: str, collection: str) -> str:
@@ -62,11 +94,13 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         storage: ShardStorage,
         metadata: ShardMetadata,
         cursors: CursorManager,
+        fetch_indexes: FetchIndexes | None = None,
     ) -> None:
         self.shard_id = shard_id
         self.storage = storage
         self.metadata = metadata
         self.cursors = cursors
+        self.fetch_indexes = fetch_indexes
 
     # ------------------------------------------------------------------ helpers
 
@@ -87,6 +121,39 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
 
     def _pattern(self, ns: str, meta: NamespaceMetadata | None) -> ShardKeyPattern | None:
         return meta.pattern if meta is not None else self.storage.key_pattern(ns)
+
+    async def ensure_recorded_indexes(
+        self, database: str, collection: str, skip: str = ""
+    ) -> list[str]:
+        """Build every index the config server records for the namespace that this
+        shard lacks (all but ``skip``); the names created.
+
+        Called when a collection first comes into existence on this shard (not on
+        the hot path). A config server that cannot be asked fails the call: a
+        collection created without its unique indexes would accept duplicates.
+        """
+        if self.fetch_indexes is None:
+            return []
+        ns = namespace_of(database, collection)
+        specs = await self.fetch_indexes(database, collection)
+        created: list[str] = []
+        for spec in specs:
+            if spec.name == skip:
+                continue
+            try:
+                index = index_from_spec(spec)
+                if await asyncio.to_thread(self.storage.create_index, ns, index):
+                    created.append(index.name)
+            except LauraError as err:
+                log.warning("%s: cannot build recorded index %r: %s", ns, spec.name, err)
+        if created:
+            log.info("%s: built recorded indexes %s", ns, ", ".join(created))
+        return created
+
+    async def _before_create(self, ns: str, database: str, collection: str) -> None:
+        """Recorded indexes first when a write is about to create the collection."""
+        if self.storage.collection(ns) is None:
+            await self.ensure_recorded_indexes(database, collection)
 
     async def _first_batch(
         self, ns: str, stream: ResultStream, batch_size: int, single_batch: bool = False
@@ -174,6 +241,8 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         ns, meta, owned = await self._placement(
             request.database, request.collection, request.version
         )
+        if request.documents:
+            await self._before_create(ns, request.database, request.collection)
         result = await asyncio.to_thread(
             self.storage.insert,
             ns,
@@ -210,6 +279,8 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             decode_document(raw, f"array filter {i}")
             for i, raw in enumerate(request.array_filters)
         ]
+        if request.upsert:
+            await self._before_create(ns, request.database, request.collection)
         result = await asyncio.to_thread(
             self.storage.update,
             ns,
@@ -249,7 +320,8 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         if request.collection:
             check_namespace(request.database, request.collection)
             meta = await self.metadata.refresh(request.database, request.collection)
-            await self._follow_key_pattern(meta.namespace, meta.pattern)
+            if meta.sharded:  # unsharded (e.g. dropped): re-keyed lazily on next use
+                await self._follow_key_pattern(meta.namespace, meta.pattern)
             return shard_pb2.RefreshMetadataResponse(
                 epoch=meta.epoch, major=meta.shard_version[0], minor=meta.shard_version[1]
             )
@@ -257,5 +329,77 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             request.database, extra=self.storage.namespaces()
         )
         for meta in refreshed:
-            await self._follow_key_pattern(meta.namespace, meta.pattern)
+            if meta.sharded:
+                await self._follow_key_pattern(meta.namespace, meta.pattern)
         return shard_pb2.RefreshMetadataResponse()
+
+    # ------------------------------------------------------------------ catalog
+
+    @rpc_method
+    async def CreateIndex(self, request: shard_pb2.ShardCreateIndexRequest, context: Ctx) -> Any:
+        ns = check_namespace(request.database, request.collection)
+        index = index_from_spec(request.index)
+        if self.storage.collection(ns) is None:
+            await self.ensure_recorded_indexes(request.database, request.collection, index.name)
+        created = await asyncio.to_thread(self.storage.create_index, ns, index)
+        return shard_pb2.ShardCreateIndexResponse(created=created)
+
+    @rpc_method
+    async def DropIndex(self, request: shard_pb2.ShardDropIndexRequest, context: Ctx) -> Any:
+        ns = check_namespace(request.database, request.collection)
+        if not request.name:
+            raise LauraError(ErrorCode.BAD_VALUE, "the index name is required ('*' for all)")
+        dropped = await asyncio.to_thread(self.storage.drop_index, ns, request.name)
+        return shard_pb2.ShardDropIndexResponse(dropped=dropped)
+
+    @rpc_method
+    async def ListIndexes(self, request: shard_pb2.ShardListIndexesRequest, context: Ctx) -> Any:
+        ns = check_namespace(request.database, request.collection)
+        return shard_pb2.ShardListIndexesResponse(
+            indexes=[index_to_spec(ix) for ix in self.storage.list_indexes(ns)]
+        )
+
+    @rpc_method
+    async def ListCollections(
+        self, request: shard_pb2.ShardListCollectionsRequest, context: Ctx
+    ) -> Any:
+        check_namespace(request.database, "-")
+        return shard_pb2.ShardListCollectionsResponse(
+            collections=self.storage.list_collections(request.database)
+        )
+
+    @rpc_method
+    async def DropCollection(
+        self, request: shard_pb2.ShardDropCollectionRequest, context: Ctx
+    ) -> Any:
+        ns = check_namespace(request.database, request.collection)
+        self.cursors.kill_namespace(ns)
+        dropped = await asyncio.to_thread(self.storage.drop_collection, ns)
+        self.metadata.forget(request.database, request.collection)
+        return shard_pb2.ShardDropCollectionResponse(dropped=dropped)
+
+    @rpc_method
+    async def DropDatabase(self, request: shard_pb2.ShardDropDatabaseRequest, context: Ctx) -> Any:
+        check_namespace(request.database, "-")
+        prefix = f"{request.database}."
+        for ns in self.storage.namespaces():
+            if ns.startswith(prefix):
+                self.cursors.kill_namespace(ns)
+        dropped = await asyncio.to_thread(self.storage.drop_database, request.database)
+        for ns in {*dropped, *self.metadata.cached_namespaces()}:
+            if ns.startswith(prefix):
+                self.metadata.forget(request.database, ns[len(prefix):])
+        return shard_pb2.ShardDropDatabaseResponse(dropped=bool(dropped))
+
+    # ------------------------------------------------------------------ distinct
+
+    @rpc_method
+    async def Distinct(self, request: shard_pb2.ShardDistinctRequest, context: Ctx) -> Any:
+        ns, _meta, owned = await self._placement(
+            request.database, request.collection, request.version
+        )
+        spec = decode_optional(request.filter, "filter")
+        values = await asyncio.to_thread(
+            distinct, self.storage, ns, request.key, spec, owned=owned
+        )
+        return shard_pb2.ShardDistinctResponse(values=encode_document({"values": values}))

@@ -7,6 +7,14 @@ order == BSON order), ``shard_key`` the collection's chunk-space key
 (``ShardKeyPattern.key_for_doc``) or NULL while the collection is unsharded, so a
 chunk's documents are one range scan of the index.
 
+Secondary indexes: an ``indexes`` table (namespace, name, table, fields, options,
+multikey) and per index a table ``(index_key BLOB, id_key BLOB, aux INTEGER)`` keyed
+by ``(index_key, id_key)``; ``index_key`` is ``keys.encode_key(values, directions)``
+(see ``index_keys`` for the values of a document). A unique index adds a UNIQUE
+index on ``index_key`` over its non-auxiliary entries. Every insert, update and
+delete maintains the indexes in its own transaction; an insert that violates a
+unique index fails for that document only (a savepoint undoes its partial writes).
+
 Durability: WAL with ``synchronous=NORMAL``; a committed transaction survives a
 crash of the process (kill -9). Every insert batch, update and delete is one
 transaction. One writer connection (serialised by a lock) and one reader
@@ -23,9 +31,9 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +47,25 @@ from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import Matcher, compile_filter
 from lauradb.query.update import build_upsert_document, compile_update
 from lauradb.sharding.shard_key import ShardKeyPattern
+from shard_stub.index_keys import (
+    ID_INDEX_NAME,
+    IndexDef,
+    IndexEntries,
+    fields_from_json,
+    index_entries,
+    is_id_index,
+    key_value_document,
+)
 from shard_stub.ownership import OwnedRanges
-from shard_stub.scan_plan import ID_COLUMN, Points, Range, ScanPlan, plan_scan
+from shard_stub.scan_plan import (
+    ID_COLUMN,
+    IndexScan,
+    PlanChoice,
+    Points,
+    Range,
+    ScanPlan,
+    choose_plan,
+)
 
 log = logging.getLogger("lauradb.shard.storage")
 
@@ -58,6 +83,16 @@ CREATE TABLE IF NOT EXISTS catalog (
     key_strategy TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS indexes (
+    ns TEXT NOT NULL,
+    name TEXT NOT NULL,
+    tbl TEXT NOT NULL UNIQUE,
+    fields TEXT NOT NULL,
+    is_unique INTEGER NOT NULL,
+    is_sparse INTEGER NOT NULL,
+    multikey INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (ns, name)
+);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', '1');
 """
 
@@ -69,6 +104,10 @@ class Collection:
     ns: str
     table: str
     pattern: ShardKeyPattern | None
+    indexes: tuple[IndexDef, ...] = ()
+
+    def index(self, name: str) -> IndexDef | None:
+        return next((ix for ix in self.indexes if ix.name == name), None)
 
 
 class Row:
@@ -126,6 +165,7 @@ class _Prepared:
     id_key: bytes
     shard_key: bytes | None
     raw: bytes
+    decoded: Mapping[str, Any] | None = None  # ``bson.decode(raw)`` when already done
 
 
 def _duplicate_error(ns: str, id_value: Any) -> LauraError:
@@ -162,6 +202,23 @@ def with_id_first(doc: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     return out, True
 
 
+def _index_duplicate_error(ns: str, index: IndexDef, key: bytes) -> LauraError:
+    values = key_value_document(index, key)
+    shown = ", ".join(f"{k}: {v!r}" for k, v in values.items())
+    return LauraError(
+        ErrorCode.DUPLICATE_KEY,
+        f"E11000 duplicate key error collection: {ns} index: {index.name} dup key: {{ {shown} }}",
+        {"keyPattern": index.keys_document(), "keyValue": values},
+    )
+
+
+def _plan_killed(what: str, exc: sqlite3.Error) -> LauraError:
+    return LauraError(
+        ErrorCode.OPERATION_FAILED,
+        f"query plan killed: {what} was dropped while the query ran ({exc})",
+    )
+
+
 def _encode_checked(doc: Mapping[str, Any]) -> bytes:
     raw = encode_document(doc)
     if len(raw) > MAX_DOCUMENT_BYTES:
@@ -194,6 +251,7 @@ class ShardStorage:
         self._rlock = threading.RLock()
         self._catalog: dict[str, Collection] = {}  # committed: what readers see
         self._txn_catalog: dict[str, Collection] | None = None  # inside a write transaction
+        self._txn_multikey: set[tuple[str, str]] = set()  # indexes that became multikey
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -215,10 +273,22 @@ class ShardStorage:
         self._w = w
         self._r = self._connect()
         self._r.execute("PRAGMA query_only=ON")
+        indexes: dict[str, list[IndexDef]] = {}
+        for ns, name, tbl, fields, unique, sparse, multikey in w.execute(
+            "SELECT ns, name, tbl, fields, is_unique, is_sparse, multikey FROM indexes"
+        ).fetchall():
+            indexes.setdefault(ns, []).append(
+                IndexDef(
+                    name, fields_from_json(fields), bool(unique), bool(sparse), tbl,
+                    bool(multikey),
+                )
+            )
         for ns, tbl, fields, strategy in w.execute(
             "SELECT ns, tbl, key_fields, key_strategy FROM catalog"
         ).fetchall():
-            self._catalog[ns] = Collection(ns, tbl, _pattern_from_row(fields, strategy))
+            self._catalog[ns] = Collection(
+                ns, tbl, _pattern_from_row(fields, strategy), tuple(indexes.get(ns, ()))
+            )
         log.info("storage open at %s (%d collections)", self.path, len(self._catalog))
 
     def _connect(self) -> sqlite3.Connection:
@@ -261,8 +331,10 @@ class ShardStorage:
             conn = self._writer()
             conn.execute("BEGIN IMMEDIATE")
             self._txn_catalog = dict(self._catalog)
+            self._txn_multikey = set()
             try:
                 yield conn
+                self._flush_multikey(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -273,7 +345,25 @@ class ShardStorage:
                 self._catalog = self._txn_catalog
             finally:
                 self._txn_catalog = None
+                self._txn_multikey = set()
 
+    def _flush_multikey(self, conn: sqlite3.Connection) -> None:
+        """Persist the multikey flags set by this transaction's writes."""
+        if not self._txn_multikey:
+            return
+        catalog = self._wcat()
+        for ns, name in sorted(self._txn_multikey):
+            c = catalog.get(ns)
+            ix = c.index(name) if c is not None else None
+            if c is None or ix is None or ix.multikey:
+                continue
+            conn.execute(
+                "UPDATE indexes SET multikey = 1 WHERE ns = ? AND name = ?", (ns, name)
+            )
+            marked = replace(ix, multikey=True)
+            catalog[ns] = replace(
+                c, indexes=tuple(marked if i.name == name else i for i in c.indexes)
+            )
     def _wcat(self) -> dict[str, Collection]:
         """The catalog as the running write transaction sees it."""
         assert self._txn_catalog is not None
@@ -343,7 +433,7 @@ class ShardStorage:
             "UPDATE catalog SET key_fields = ?, key_strategy = ? WHERE ns = ?",
             (fields, strategy, c.ns),
         )
-        self._wcat()[c.ns] = Collection(c.ns, c.table, pattern)
+        self._wcat()[c.ns] = replace(c, pattern=pattern)
         if bad:
             log.warning(
                 "%s: %d documents have no valid shard key for %r and are owned by no chunk",
@@ -384,6 +474,18 @@ class ShardStorage:
 
     # ------------------------------------------------------------------ scans
 
+    def plan(
+        self,
+        ns: str,
+        filter_spec: Mapping[str, Any] | None = None,
+        sort_fields: Sequence[tuple[str, int]] | None = None,
+    ) -> PlanChoice | None:
+        """How ``scan`` would read ``ns`` (None: the collection does not exist)."""
+        c = self._catalog.get(ns)
+        if c is None:
+            return None
+        return choose_plan(filter_spec or {}, c.pattern, c.indexes, sort_fields)
+
     def scan(
         self,
         ns: str,
@@ -392,12 +494,14 @@ class ShardStorage:
         owned: OwnedRanges | None = None,
         stats: ScanStats | None = None,
         matcher: Matcher | None = None,
+        choice: PlanChoice | None = None,
     ) -> Iterator[Row]:
         """The stored documents of ``ns`` matching ``filter_spec`` (and ``owned``), lazily.
 
         Reads page by page through the reader connection: a generator can be kept
         across calls (cursors) and sees writes committed meanwhile (like MongoDB's
-        non-snapshot cursors).
+        non-snapshot cursors). ``choice`` (from ``plan``) fixes the plan, e.g. one
+        that yields a sort order.
         """
         spec = filter_spec or {}
         if matcher is None:
@@ -406,7 +510,8 @@ class ShardStorage:
         if c is None:
             return iter(())
         return self._matching(
-            self._reader, self._rlock, c, spec, matcher, owned, stats or ScanStats()
+            self._reader, self._rlock, c, spec, matcher, owned, stats or ScanStats(),
+            choice.plan if choice is not None else None,
         )
 
     def _matching(
@@ -418,8 +523,10 @@ class ShardStorage:
         matcher: Matcher,
         owned: OwnedRanges | None,
         stats: ScanStats,
+        plan: ScanPlan | None = None,
     ) -> Iterator[Row]:
-        plan = plan_scan(spec, c.pattern)
+        if plan is None:
+            plan = choose_plan(spec, c.pattern, c.indexes).plan
         match = None if matcher.matches_everything else matcher.match
         decode = bson.decode
         for id_key, shard_key, raw in self._rows(conn_fn, lock, c.table, plan):
@@ -435,6 +542,56 @@ class ShardStorage:
 
     def _rows(
         self, conn_fn: ConnFn, lock: threading.RLock, table: str, plan: ScanPlan
+    ) -> Iterator[tuple[bytes, bytes | None, bytes]]:
+        try:
+            if isinstance(plan, IndexScan):
+                yield from self._index_rows(conn_fn, lock, table, plan)
+            else:
+                yield from self._table_rows(conn_fn, lock, table, plan)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise _plan_killed("the collection or index", exc) from None
+            raise
+
+    def _index_rows(
+        self, conn_fn: ConnFn, lock: threading.RLock, table: str, plan: IndexScan
+    ) -> Iterator[tuple[bytes, bytes | None, bytes]]:
+        """Documents of an index's key ranges in key order (reversed: descending),
+        each document once (multikey entries and moves during updates)."""
+        order = "DESC" if plan.reverse else "ASC"
+        after = "<" if plan.reverse else ">"
+        base = (
+            f"SELECT d.id_key, d.shard_key, d.doc, i.index_key FROM {plan.index.table} AS i "
+            f"JOIN {table} AS d ON d.id_key = i.id_key "
+            f"WHERE i.index_key >= ? AND i.index_key < ?"
+        )
+        tail = f" ORDER BY i.index_key {order}, i.id_key {order} LIMIT ?"
+        seen: set[bytes] = set()
+        ranges = reversed(plan.ranges) if plan.reverse else iter(plan.ranges)
+        for lo, hi in ranges:
+            page = FIRST_PAGE
+            last: tuple[bytes, bytes] | None = None
+            while True:
+                with lock:
+                    if last is None:
+                        rows = conn_fn().execute(base + tail, (lo, hi, page)).fetchall()
+                    else:
+                        rows = conn_fn().execute(
+                            base + f" AND (i.index_key, i.id_key) {after} (?, ?)" + tail,
+                            (lo, hi, *last, page),
+                        ).fetchall()
+                for id_key, shard_key, raw, _ in rows:
+                    if id_key in seen:
+                        continue
+                    seen.add(id_key)
+                    yield id_key, shard_key, raw
+                if len(rows) < page:
+                    break
+                last = (rows[-1][3], rows[-1][0])
+                page = min(page * 4, MAX_PAGE)
+
+    def _table_rows(
+        self, conn_fn: ConnFn, lock: threading.RLock, table: str, plan: Points | Range
     ) -> Iterator[tuple[bytes, bytes | None, bytes]]:
         cols = "id_key, shard_key, doc"
         if isinstance(plan, Points):
@@ -588,6 +745,100 @@ class ShardStorage:
     def _insert_row(
         self, conn: sqlite3.Connection, c: Collection, p: _Prepared, check_unique: bool
     ) -> None:
+        """Insert one document and its index entries, all or nothing."""
+        if not c.indexes:
+            self._insert_doc(conn, c, p, check_unique)
+            return
+        # Entries come from the stored bytes: deletes recompute them the same way.
+        doc = p.decoded if p.decoded is not None else bson.decode(p.raw)
+        entries = self._entries(c, doc)  # parallel arrays fail before writing
+        if not any(ix.unique for ix, _ in entries):
+            # Nothing can fail after the document row is in (entries are new keys).
+            self._insert_doc(conn, c, p, check_unique)
+            for ix, e in entries:
+                self._add_entries(conn, c, ix, p.id_key, e.keys)
+            return
+        conn.execute("SAVEPOINT doc_write")
+        try:
+            self._insert_doc(conn, c, p, check_unique)
+            for ix, e in entries:
+                self._add_entries(conn, c, ix, p.id_key, e.keys)
+        except BaseException:
+            conn.execute("ROLLBACK TO doc_write")
+            conn.execute("RELEASE doc_write")
+            raise
+        conn.execute("RELEASE doc_write")
+
+    def _entries(
+        self, c: Collection, doc: Mapping[str, Any]
+    ) -> list[tuple[IndexDef, IndexEntries]]:
+        """The document's entries in every index of ``c`` (sparse skips left out)."""
+        out: list[tuple[IndexDef, IndexEntries]] = []
+        for ix in c.indexes:
+            e = index_entries(doc, ix)
+            if e is None:
+                continue
+            if e.multikey and not ix.multikey:
+                self._txn_multikey.add((c.ns, ix.name))
+            out.append((ix, e))
+        return out
+
+    def _add_entries(
+        self,
+        conn: sqlite3.Connection,
+        c: Collection,
+        ix: IndexDef,
+        id_key: bytes,
+        keys: Mapping[bytes, bool],
+    ) -> None:
+        sql = f"INSERT INTO {ix.table} (index_key, id_key, aux) VALUES (?, ?, ?)"
+        if not ix.unique:
+            conn.executemany(sql, [(k, id_key, int(aux)) for k, aux in keys.items()])
+            return
+        for k, aux in keys.items():
+            try:
+                conn.execute(sql, (k, id_key, int(aux)))
+            except sqlite3.IntegrityError:
+                raise _index_duplicate_error(c.ns, ix, k) from None
+
+    def _remove_entries(
+        self,
+        conn: sqlite3.Connection,
+        ix: IndexDef,
+        id_key: bytes,
+        keys: Iterable[bytes],
+    ) -> None:
+        conn.executemany(
+            f"DELETE FROM {ix.table} WHERE index_key = ? AND id_key = ?",
+            [(k, id_key) for k in keys],
+        )
+
+    def _reindex(
+        self,
+        conn: sqlite3.Connection,
+        c: Collection,
+        id_key: bytes,
+        old_doc: Mapping[str, Any],
+        new_doc: Mapping[str, Any],
+    ) -> None:
+        """Move a document's index entries from ``old_doc`` to ``new_doc``."""
+        for ix in c.indexes:
+            old = index_entries(old_doc, ix)
+            new = index_entries(new_doc, ix)
+            old_keys = old.keys if old is not None else {}
+            new_keys = new.keys if new is not None else {}
+            if old_keys == new_keys:
+                continue
+            if new is not None and new.multikey and not ix.multikey:
+                self._txn_multikey.add((c.ns, ix.name))
+            gone = [k for k, aux in old_keys.items() if new_keys.get(k) != aux]
+            added = {k: aux for k, aux in new_keys.items() if old_keys.get(k) != aux}
+            self._remove_entries(conn, ix, id_key, gone)
+            self._add_entries(conn, c, ix, id_key, added)
+
+    def _insert_doc(
+        self, conn: sqlite3.Connection, c: Collection, p: _Prepared, check_unique: bool
+    ) -> None:
         if check_unique and p.shard_key is not None and conn.execute(
             f"SELECT 1 FROM {c.table} WHERE shard_key = ? LIMIT 1", (p.shard_key,)
         ).fetchone():
@@ -611,6 +862,7 @@ class ShardStorage:
     def _prepare(
         self, index: int, item: bytes | Mapping[str, Any], pattern: ShardKeyPattern | None
     ) -> _Prepared:
+        decoded: Mapping[str, Any] | None = None
         if isinstance(item, (bytes, bytearray, memoryview)):
             raw = bytes(item)
             doc = decode_document(raw, f"document {index}")
@@ -619,13 +871,14 @@ class ShardStorage:
             doc, changed = with_id_first(doc)
             if changed:
                 raw = _encode_checked(doc)
+            decoded = doc  # the values of ``raw``, as decoding it gives them
         else:
             doc, _ = with_id_first(item)
             raw = _encode_checked(doc)
         id_value = doc["_id"]
         check_id(id_value)
         shard_key = pattern.key_for_doc(doc) if pattern is not None else None
-        return _Prepared(index, id_value, encode_value(id_value), shard_key, raw)
+        return _Prepared(index, id_value, encode_value(id_value), shard_key, raw, decoded)
 
     # ------------------------------------------------------------------ updates
 
@@ -678,6 +931,8 @@ class ShardStorage:
                         raw = self._checked_update(c, row, new_doc)
                         if raw != row.raw:
                             conn.execute(sql, (raw, row.id_key))
+                            if c.indexes:
+                                self._reindex(conn, c, row.id_key, row.doc, bson.decode(raw))
                             result.modified += 1
                     if not multi:
                         break
@@ -746,11 +1001,192 @@ class ShardStorage:
                 self._writer, self._wlock, c, spec, matcher, owned, ScanStats()
             ):
                 conn.execute(sql, (row.id_key,))
+                for ix in c.indexes:
+                    e = index_entries(row.doc, ix)
+                    if e is not None:
+                        self._remove_entries(conn, ix, row.id_key, e.keys)
                 deleted += 1
                 if not multi:
                     break
             return deleted
 
+
+    # ------------------------------------------------------------------ indexes
+
+    def create_index(self, ns: str, index: IndexDef) -> bool:
+        """Create and build a secondary index in one transaction; False if it exists.
+
+        The collection is created if needed. A unique violation among the existing
+        documents fails with DUPLICATE_KEY and leaves no index behind; so do parallel
+        arrays (BAD_VALUE). Same name with other keys or options, or the same keys
+        under another name: INDEX_ALREADY_EXISTS.
+        """
+        if is_id_index(index.fields):
+            if index.name == ID_INDEX_NAME:
+                with self._transaction() as conn:
+                    self._ensure_collection(conn, ns, KEEP)
+                return False
+            raise LauraError(
+                ErrorCode.INDEX_ALREADY_EXISTS,
+                f"Index already exists with a different name: {ID_INDEX_NAME}",
+            )
+        if index.name == ID_INDEX_NAME:
+            raise LauraError(
+                ErrorCode.INDEX_ALREADY_EXISTS,
+                f"Index with name: {ID_INDEX_NAME} already exists with different options",
+            )
+        with self._transaction() as conn:
+            c = self._ensure_collection(conn, ns, KEEP)
+            for existing in c.indexes:
+                if existing.name == index.name:
+                    if existing.same_spec(index):
+                        return False
+                    raise LauraError(
+                        ErrorCode.INDEX_ALREADY_EXISTS,
+                        f"Index with name: {index.name} already exists with different "
+                        f"options (existing {existing.keys_document()!r}, unique="
+                        f"{existing.unique}, sparse={existing.sparse})",
+                    )
+                if existing.fields == index.fields:
+                    raise LauraError(
+                        ErrorCode.INDEX_ALREADY_EXISTS,
+                        f"Index already exists with a different name: {existing.name}",
+                    )
+            table = self._new_table_name(conn, "ix")
+            conn.execute(
+                f"CREATE TABLE {table} (index_key BLOB NOT NULL, id_key BLOB NOT NULL, "
+                f"aux INTEGER NOT NULL, PRIMARY KEY (index_key, id_key)) WITHOUT ROWID"
+            )
+            if index.unique:
+                conn.execute(
+                    f"CREATE UNIQUE INDEX {table}_unique ON {table} (index_key) WHERE aux = 0"
+                )
+            ix = replace(index, table=table, multikey=False)
+            multikey = self._build_index(conn, c, ix)
+            ix = replace(ix, multikey=multikey)
+            conn.execute(
+                "INSERT INTO indexes (ns, name, tbl, fields, is_unique, is_sparse, multikey) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (ns, ix.name, table, ix.fields_json(), int(ix.unique), int(ix.sparse),
+                 int(multikey)),
+            )
+            self._wcat()[ns] = replace(c, indexes=(*c.indexes, ix))
+        log.info("%s: index %s %r built", ns, ix.name, ix.keys_document())
+        return True
+
+    def _build_index(self, conn: sqlite3.Connection, c: Collection, ix: IndexDef) -> bool:
+        """Index every stored document (orphans too); whether the index is multikey."""
+        multikey = False
+        after: bytes | None = None
+        while True:
+            if after is None:
+                rows = conn.execute(
+                    f"SELECT id_key, doc FROM {c.table} ORDER BY id_key LIMIT ?", (MAX_PAGE,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT id_key, doc FROM {c.table} WHERE id_key > ? ORDER BY id_key LIMIT ?",
+                    (after, MAX_PAGE),
+                ).fetchall()
+            if not rows:
+                return multikey
+            batch: list[tuple[bytes, bytes, int]] = []
+            for id_key, raw in rows:
+                doc = bson.decode(raw)
+                try:
+                    e = index_entries(doc, ix)
+                except LauraError as err:
+                    raise LauraError(
+                        err.code, f"{err.message}; document _id {doc.get('_id')!r}", err.details
+                    ) from None
+                if e is None:
+                    continue
+                multikey = multikey or e.multikey
+                if ix.unique:
+                    self._add_entries(conn, c, ix, id_key, e.keys)
+                else:
+                    batch.extend((k, id_key, int(aux)) for k, aux in e.keys.items())
+            if batch:
+                conn.executemany(
+                    f"INSERT INTO {ix.table} (index_key, id_key, aux) VALUES (?, ?, ?)", batch
+                )
+            after = rows[-1][0]
+
+    @staticmethod
+    def _new_table_name(conn: sqlite3.Connection, prefix: str) -> str:
+        (n,) = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+        while True:
+            n += 1
+            name = f"{prefix}_{n}"
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = ?", (name,)
+            ).fetchone():
+                return name
+
+    def drop_index(self, ns: str, name: str) -> list[str]:
+        """Drop one index by name, or every one but ``_id_`` with ``"*"``; their names."""
+        with self._transaction() as conn:
+            c = self._wcat().get(ns)
+            if c is None:
+                raise LauraError(ErrorCode.NAMESPACE_NOT_FOUND, f"ns not found: {ns}")
+            if name == "*":
+                targets = list(c.indexes)
+            elif name == ID_INDEX_NAME:
+                raise LauraError(ErrorCode.ILLEGAL_OPERATION, "cannot drop _id index")
+            else:
+                found = c.index(name)
+                if found is None:
+                    raise LauraError(
+                        ErrorCode.INDEX_NOT_FOUND, f"index not found with name [{name}] in {ns}"
+                    )
+                targets = [found]
+            for ix in targets:
+                conn.execute(f"DROP TABLE IF EXISTS {ix.table}")
+                conn.execute("DELETE FROM indexes WHERE ns = ? AND name = ?", (ns, ix.name))
+            dropped = {ix.name for ix in targets}
+            self._wcat()[ns] = replace(
+                c, indexes=tuple(ix for ix in c.indexes if ix.name not in dropped)
+            )
+        if targets:
+            log.info("%s: dropped indexes %s", ns, ", ".join(ix.name for ix in targets))
+        return [ix.name for ix in targets]
+
+    def list_indexes(self, ns: str) -> list[IndexDef]:
+        """``_id_`` then the secondary indexes; NAMESPACE_NOT_FOUND without the collection."""
+        c = self._catalog.get(ns)
+        if c is None:
+            raise LauraError(ErrorCode.NAMESPACE_NOT_FOUND, f"ns does not exist: {ns}")
+        return [IndexDef(ID_INDEX_NAME, (("_id", 1),)), *c.indexes]
+
+    def list_collections(self, database: str) -> list[str]:
+        prefix = f"{database}."
+        return sorted(ns[len(prefix):] for ns in self._catalog if ns.startswith(prefix))
+
+    def drop_collection(self, ns: str) -> bool:
+        """Drop a collection's documents and indexes; False if it did not exist."""
+        with self._transaction() as conn:
+            return self._drop(conn, ns)
+
+    def drop_database(self, database: str) -> list[str]:
+        """Drop every collection of ``database`` in one transaction; their namespaces."""
+        prefix = f"{database}."
+        with self._transaction() as conn:
+            names = sorted(ns for ns in self._wcat() if ns.startswith(prefix))
+            for ns in names:
+                self._drop(conn, ns)
+        return names
+
+    def _drop(self, conn: sqlite3.Connection, ns: str) -> bool:
+        c = self._wcat().pop(ns, None)
+        if c is None:
+            return False
+        for ix in c.indexes:
+            conn.execute(f"DROP TABLE IF EXISTS {ix.table}")
+        conn.execute(f"DROP TABLE IF EXISTS {c.table}")
+        conn.execute("DELETE FROM indexes WHERE ns = ?", (ns,))
+        conn.execute("DELETE FROM catalog WHERE ns = ?", (ns,))
+        log.info("%s: collection dropped", ns)
+        return True
 
 def _pattern_columns(pattern: ShardKeyPattern | None) -> tuple[str | None, str | None]:
     if pattern is None:
