@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import engine
+from bench import engine, indexes
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
     "engine": engine.run,
+    "indexes": indexes.run,
 }
 
 

@@ -14,7 +14,7 @@ from grpc import aio
 
 from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
-from lauradb.rpc.errors import ERROR_TRAILER, from_rpc_error
+from lauradb.rpc.errors import ERROR_TRAILER, from_proto, from_rpc_error
 
 __all__ = ["ConfigClient", "has_error_trailer"]
 
@@ -88,5 +88,70 @@ class ConfigClient:
     async def list_shards(self, timeout: float | None = None) -> router_ext_pb2.ListShardsResponse:
         resp: router_ext_pb2.ListShardsResponse = await self.call(
             "ListShards", router_ext_pb2.ListShardsRequest(), timeout
+        )
+        return resp
+
+    # ------------------------------------------------------------------ catalog
+
+    async def checked(self, method: str, request: Any) -> Any:
+        """``call``, also raising the ``error`` field of an OK answer."""
+        resp = await self.call(method, request)
+        err = getattr(resp, "error", None)
+        if err is not None and err.code:
+            raise from_proto(err)
+        return resp
+
+    async def list_databases(self) -> router_ext_pb2.ListDatabasesResponse:
+        resp: router_ext_pb2.ListDatabasesResponse = await self.checked(
+            "ListDatabases", router_ext_pb2.ListDatabasesRequest()
+        )
+        return resp
+
+    async def record_index(
+        self, database: str, collection: str, index: router_ext_pb2.IndexSpec
+    ) -> router_ext_pb2.RecordIndexResponse:
+        req = router_ext_pb2.RecordIndexRequest(
+            database=database, collection=collection, index=index
+        )
+        resp: router_ext_pb2.RecordIndexResponse = await self.checked("RecordIndex", req)
+        return resp
+
+    async def remove_index_record(
+        self, database: str, collection: str, name: str
+    ) -> router_ext_pb2.RemoveIndexRecordResponse:
+        req = router_ext_pb2.RemoveIndexRecordRequest(
+            database=database, collection=collection, name=name
+        )
+        resp: router_ext_pb2.RemoveIndexRecordResponse = await self.checked(
+            "RemoveIndexRecord", req
+        )
+        return resp
+
+    async def collection_indexes(
+        self, database: str, collection: str
+    ) -> router_ext_pb2.GetCollectionIndexesResponse:
+        req = router_ext_pb2.GetCollectionIndexesRequest(database=database, collection=collection)
+        resp: router_ext_pb2.GetCollectionIndexesResponse = await self.checked(
+            "GetCollectionIndexes", req
+        )
+        return resp
+
+    async def drop_collection_metadata(
+        self, database: str, collection: str
+    ) -> router_ext_pb2.DropCollectionMetadataResponse:
+        req = router_ext_pb2.DropCollectionMetadataRequest(
+            database=database, collection=collection
+        )
+        resp: router_ext_pb2.DropCollectionMetadataResponse = await self.checked(
+            "DropCollectionMetadata", req
+        )
+        return resp
+
+    async def drop_database_metadata(
+        self, database: str
+    ) -> router_ext_pb2.DropDatabaseMetadataResponse:
+        req = router_ext_pb2.DropDatabaseMetadataRequest(database=database)
+        resp: router_ext_pb2.DropDatabaseMetadataResponse = await self.checked(
+            "DropDatabaseMetadata", req
         )
         return resp

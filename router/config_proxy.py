@@ -2,7 +2,8 @@
 
 Each call has a deadline; the config server's answer is returned as is, its error
 passed through with the same code. After ShardCollection / SplitChunk /
-MigrateChunk through this router, the cached map of the namespace is dropped.
+MigrateChunk / DropCollectionMetadata / DropDatabaseMetadata through this router, the
+cached maps of the namespaces concerned are dropped.
 """
 
 from __future__ import annotations
@@ -74,3 +75,29 @@ class ConfigProxy(routing_pb2_grpc.ConfigServiceServicer):
     @rpc_method
     async def ListDatabases(self, request: Any, context: Ctx) -> Any:
         return await self.config.call("ListDatabases", request)
+
+    @rpc_method
+    async def RecordIndex(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("RecordIndex", request)
+
+    @rpc_method
+    async def RemoveIndexRecord(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("RemoveIndexRecord", request)
+
+    @rpc_method
+    async def GetCollectionIndexes(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("GetCollectionIndexes", request)
+
+    @rpc_method
+    async def DropCollectionMetadata(self, request: Any, context: Ctx) -> Any:
+        try:
+            return await self.config.call("DropCollectionMetadata", request)
+        finally:
+            self.cache.invalidate(f"{request.database}.{request.collection}")
+
+    @rpc_method
+    async def DropDatabaseMetadata(self, request: Any, context: Ctx) -> Any:
+        try:
+            return await self.config.call("DropDatabaseMetadata", request)
+        finally:
+            self.cache.invalidate_database(request.database)

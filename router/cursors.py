@@ -154,6 +154,19 @@ class CursorRegistry:
             await asyncio.gather(*closing, return_exceptions=True)
         return killed, not_found
 
+    async def kill_namespace(self, namespace: str, *, database: bool = False) -> int:
+        """Kill the cursors over ``namespace`` (or, with ``database``, over any
+        collection of the database ``namespace``); how many there were."""
+        prefix = f"{namespace}."
+        ids = [
+            cid
+            for cid, c in list(self._cursors.items())
+            if (c.namespace.startswith(prefix) if database else c.namespace == namespace)
+        ]
+        if ids:
+            await self.kill(ids)
+        return len(ids)
+
     # ------------------------------------------------------------------ idle reaper
 
     async def reap_idle(self) -> int:

@@ -65,6 +65,12 @@ class RoutingCache:
     def invalidate(self, ns: str) -> None:
         self._tables.pop(ns, None)
 
+    def invalidate_database(self, database: str) -> None:
+        """Drop every cached table of ``database``."""
+        prefix = f"{database}."
+        for ns in [ns for ns in list(self._tables) if ns.startswith(prefix)]:
+            self._tables.pop(ns, None)
+
     def invalidate_all(self) -> None:
         self._tables.clear()
 

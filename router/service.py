@@ -10,7 +10,7 @@ from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.server import rpc_method
 from router import aggregate as aggregate_mod
-from router import query_exec, writes
+from router import catalog, distinct, indexes, query_exec, writes
 from router.context import RouterContext
 from router.namespaces import check_namespace
 
@@ -69,6 +69,50 @@ class RouterService(routing_pb2_grpc.RouterServiceServicer):
         self, request: routing_pb2.AggregationRequest, context: Ctx
     ) -> routing_pb2.AggregationResponse:
         return await aggregate_mod.aggregate(self.ctx, request)
+
+    @rpc_method
+    async def Distinct(
+        self, request: router_ext_pb2.DistinctRequest, context: Ctx
+    ) -> router_ext_pb2.DistinctResponse:
+        return await distinct.distinct(self.ctx, request)
+
+    # ------------------------------------------------------------------ indexes and catalog
+
+    @rpc_method
+    async def CreateIndex(
+        self, request: router_ext_pb2.CreateIndexRequest, context: Ctx
+    ) -> router_ext_pb2.CreateIndexResponse:
+        return await indexes.create_index(self.ctx, request)
+
+    @rpc_method
+    async def DropIndex(
+        self, request: router_ext_pb2.DropIndexRequest, context: Ctx
+    ) -> router_ext_pb2.DropIndexResponse:
+        return await indexes.drop_index(self.ctx, request)
+
+    @rpc_method
+    async def ListIndexes(
+        self, request: router_ext_pb2.ListIndexesRequest, context: Ctx
+    ) -> router_ext_pb2.ListIndexesResponse:
+        return await indexes.list_indexes(self.ctx, request)
+
+    @rpc_method
+    async def ListCollections(
+        self, request: router_ext_pb2.ListCollectionsRequest, context: Ctx
+    ) -> router_ext_pb2.ListCollectionsResponse:
+        return await catalog.list_collections(self.ctx, request)
+
+    @rpc_method
+    async def DropCollection(
+        self, request: router_ext_pb2.DropCollectionRequest, context: Ctx
+    ) -> router_ext_pb2.DropCollectionResponse:
+        return await catalog.drop_collection(self.ctx, request)
+
+    @rpc_method
+    async def DropDatabase(
+        self, request: router_ext_pb2.DropDatabaseRequest, context: Ctx
+    ) -> router_ext_pb2.DropDatabaseResponse:
+        return await catalog.drop_database(self.ctx, request)
 
     @rpc_method
     async def GetShardMap(
