@@ -345,3 +345,123 @@ class DropDatabaseMetadataResponse(_message.Message):
     dropped: bool
     error: _error_pb2.Error
     def __init__(self, dropped: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class CommitChunkMigrationRequest(_message.Message):
+    __slots__ = ("migration_id", "chunk_id", "from_shard", "to_shard", "epoch")
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_SHARD_FIELD_NUMBER: _ClassVar[int]
+    TO_SHARD_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    migration_id: str
+    chunk_id: str
+    from_shard: str
+    to_shard: str
+    epoch: str
+    def __init__(self, migration_id: _Optional[str] = ..., chunk_id: _Optional[str] = ..., from_shard: _Optional[str] = ..., to_shard: _Optional[str] = ..., epoch: _Optional[str] = ...) -> None: ...
+
+class CommitChunkMigrationResponse(_message.Message):
+    __slots__ = ("committed", "major", "minor", "error")
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    MAJOR_FIELD_NUMBER: _ClassVar[int]
+    MINOR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    committed: bool
+    major: int
+    minor: int
+    error: _error_pb2.Error
+    def __init__(self, committed: _Optional[bool] = ..., major: _Optional[int] = ..., minor: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class GetMigrationStateRequest(_message.Message):
+    __slots__ = ("migration_id",)
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    migration_id: str
+    def __init__(self, migration_id: _Optional[str] = ...) -> None: ...
+
+class MigrationInfo(_message.Message):
+    __slots__ = ("migration_id", "namespace", "chunk_id", "from_shard", "to_shard", "state", "documents_migrated", "started_ms", "finished_ms", "error")
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_SHARD_FIELD_NUMBER: _ClassVar[int]
+    TO_SHARD_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_MIGRATED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    migration_id: str
+    namespace: str
+    chunk_id: str
+    from_shard: str
+    to_shard: str
+    state: str
+    documents_migrated: int
+    started_ms: int
+    finished_ms: int
+    error: str
+    def __init__(self, migration_id: _Optional[str] = ..., namespace: _Optional[str] = ..., chunk_id: _Optional[str] = ..., from_shard: _Optional[str] = ..., to_shard: _Optional[str] = ..., state: _Optional[str] = ..., documents_migrated: _Optional[int] = ..., started_ms: _Optional[int] = ..., finished_ms: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class GetMigrationStateResponse(_message.Message):
+    __slots__ = ("migration", "error")
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    migration: MigrationInfo
+    error: _error_pb2.Error
+    def __init__(self, migration: _Optional[_Union[MigrationInfo, _Mapping]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ListMigrationsRequest(_message.Message):
+    __slots__ = ("active_only", "limit")
+    ACTIVE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    active_only: bool
+    limit: int
+    def __init__(self, active_only: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListMigrationsResponse(_message.Message):
+    __slots__ = ("migrations", "error")
+    MIGRATIONS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    migrations: _containers.RepeatedCompositeFieldContainer[MigrationInfo]
+    error: _error_pb2.Error
+    def __init__(self, migrations: _Optional[_Iterable[_Union[MigrationInfo, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class SetBalancerStateRequest(_message.Message):
+    __slots__ = ("enabled",)
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    def __init__(self, enabled: _Optional[bool] = ...) -> None: ...
+
+class SetBalancerStateResponse(_message.Message):
+    __slots__ = ("enabled", "error")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    error: _error_pb2.Error
+    def __init__(self, enabled: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class GetBalancerStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetBalancerStatusResponse(_message.Message):
+    __slots__ = ("enabled", "rounds", "splits", "migrations_committed", "migrations_failed", "in_progress", "jumbo_chunks", "last_error", "error")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    SPLITS_FIELD_NUMBER: _ClassVar[int]
+    MIGRATIONS_COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    MIGRATIONS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    JUMBO_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    rounds: int
+    splits: int
+    migrations_committed: int
+    migrations_failed: int
+    in_progress: _containers.RepeatedCompositeFieldContainer[MigrationInfo]
+    jumbo_chunks: _containers.RepeatedScalarFieldContainer[str]
+    last_error: str
+    error: _error_pb2.Error
+    def __init__(self, enabled: _Optional[bool] = ..., rounds: _Optional[int] = ..., splits: _Optional[int] = ..., migrations_committed: _Optional[int] = ..., migrations_failed: _Optional[int] = ..., in_progress: _Optional[_Iterable[_Union[MigrationInfo, _Mapping]]] = ..., jumbo_chunks: _Optional[_Iterable[str]] = ..., last_error: _Optional[str] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...

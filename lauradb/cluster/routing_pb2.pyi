@@ -322,14 +322,20 @@ class RemoveShardRequest(_message.Message):
     def __init__(self, shard_id: _Optional[str] = ...) -> None: ...
 
 class RemoveShardResponse(_message.Message):
-    __slots__ = ("success", "message", "error")
+    __slots__ = ("success", "message", "error", "state", "remaining_chunks", "remaining_databases")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_DATABASES_FIELD_NUMBER: _ClassVar[int]
     success: bool
     message: str
     error: _error_pb2.Error
-    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+    state: str
+    remaining_chunks: int
+    remaining_databases: int
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ..., state: _Optional[str] = ..., remaining_chunks: _Optional[int] = ..., remaining_databases: _Optional[int] = ...) -> None: ...
 
 class SplitChunkRequest(_message.Message):
     __slots__ = ("chunk_id", "split_point")

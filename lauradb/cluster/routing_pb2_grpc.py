@@ -823,6 +823,31 @@ class ConfigServiceStub:
                 request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataRequest.SerializeToString,
                 response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataResponse.FromString,
                 _registered_method=True)
+        self.CommitChunkMigration = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/CommitChunkMigration',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.CommitChunkMigrationRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.CommitChunkMigrationResponse.FromString,
+                _registered_method=True)
+        self.GetMigrationState = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/GetMigrationState',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.GetMigrationStateRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.GetMigrationStateResponse.FromString,
+                _registered_method=True)
+        self.ListMigrations = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/ListMigrations',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.ListMigrationsRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.ListMigrationsResponse.FromString,
+                _registered_method=True)
+        self.SetBalancerState = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/SetBalancerState',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.SetBalancerStateRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.SetBalancerStateResponse.FromString,
+                _registered_method=True)
+        self.GetBalancerStatus = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/GetBalancerStatus',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ConfigServiceServicer:
@@ -914,6 +939,37 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CommitChunkMigration(self, request, context):
+        """Migrations and the balancer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMigrationState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMigrations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBalancerState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBalancerStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -986,6 +1042,31 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     servicer.DropDatabaseMetadata,
                     request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataRequest.FromString,
                     response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataResponse.SerializeToString,
+            ),
+            'CommitChunkMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitChunkMigration,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.CommitChunkMigrationRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.CommitChunkMigrationResponse.SerializeToString,
+            ),
+            'GetMigrationState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMigrationState,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.GetMigrationStateRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.GetMigrationStateResponse.SerializeToString,
+            ),
+            'ListMigrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMigrations,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.ListMigrationsRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.ListMigrationsResponse.SerializeToString,
+            ),
+            'SetBalancerState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBalancerState,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.SetBalancerStateRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.SetBalancerStateResponse.SerializeToString,
+            ),
+            'GetBalancerStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalancerStatus,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1366,6 +1447,141 @@ class ConfigService:
             '/lauradb.cluster.ConfigService/DropDatabaseMetadata',
             lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataRequest.SerializeToString,
             lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitChunkMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/CommitChunkMigration',
+            lauradb_dot_cluster_dot_router__ext__pb2.CommitChunkMigrationRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.CommitChunkMigrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMigrationState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/GetMigrationState',
+            lauradb_dot_cluster_dot_router__ext__pb2.GetMigrationStateRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.GetMigrationStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMigrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/ListMigrations',
+            lauradb_dot_cluster_dot_router__ext__pb2.ListMigrationsRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.ListMigrationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBalancerState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/SetBalancerState',
+            lauradb_dot_cluster_dot_router__ext__pb2.SetBalancerStateRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.SetBalancerStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBalancerStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/GetBalancerStatus',
+            lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

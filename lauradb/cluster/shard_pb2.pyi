@@ -353,3 +353,217 @@ class ShardDistinctResponse(_message.Message):
     values: bytes
     error: _error_pb2.Error
     def __init__(self, values: _Optional[bytes] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ChunkStatsRequest(_message.Message):
+    __slots__ = ("database", "collection")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class ChunkStat(_message.Message):
+    __slots__ = ("chunk_id", "min_key", "max_key", "documents", "bytes")
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_KEY_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    min_key: bytes
+    max_key: bytes
+    documents: int
+    bytes: int
+    def __init__(self, chunk_id: _Optional[str] = ..., min_key: _Optional[bytes] = ..., max_key: _Optional[bytes] = ..., documents: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class ChunkStatsResponse(_message.Message):
+    __slots__ = ("chunks", "error")
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[ChunkStat]
+    error: _error_pb2.Error
+    def __init__(self, chunks: _Optional[_Iterable[_Union[ChunkStat, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class SplitVectorRequest(_message.Message):
+    __slots__ = ("database", "collection", "min_key", "max_key", "max_chunk_bytes")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    min_key: bytes
+    max_key: bytes
+    max_chunk_bytes: int
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., min_key: _Optional[bytes] = ..., max_key: _Optional[bytes] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class SplitVectorResponse(_message.Message):
+    __slots__ = ("split_points", "jumbo", "documents", "bytes", "error")
+    SPLIT_POINTS_FIELD_NUMBER: _ClassVar[int]
+    JUMBO_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    split_points: _containers.RepeatedScalarFieldContainer[bytes]
+    jumbo: bool
+    documents: int
+    bytes: int
+    error: _error_pb2.Error
+    def __init__(self, split_points: _Optional[_Iterable[bytes]] = ..., jumbo: _Optional[bool] = ..., documents: _Optional[int] = ..., bytes: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class MoveRangeRequest(_message.Message):
+    __slots__ = ("migration_id", "database", "collection", "chunk_id", "min_key", "max_key", "epoch", "to_shard_id", "to_host", "to_port")
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_KEY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TO_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_HOST_FIELD_NUMBER: _ClassVar[int]
+    TO_PORT_FIELD_NUMBER: _ClassVar[int]
+    migration_id: str
+    database: str
+    collection: str
+    chunk_id: str
+    min_key: bytes
+    max_key: bytes
+    epoch: str
+    to_shard_id: str
+    to_host: str
+    to_port: int
+    def __init__(self, migration_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., chunk_id: _Optional[str] = ..., min_key: _Optional[bytes] = ..., max_key: _Optional[bytes] = ..., epoch: _Optional[str] = ..., to_shard_id: _Optional[str] = ..., to_host: _Optional[str] = ..., to_port: _Optional[int] = ...) -> None: ...
+
+class MoveRangeResponse(_message.Message):
+    __slots__ = ("documents_migrated", "bytes_migrated", "critical_section_ms", "error")
+    DOCUMENTS_MIGRATED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_MIGRATED_FIELD_NUMBER: _ClassVar[int]
+    CRITICAL_SECTION_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    documents_migrated: int
+    bytes_migrated: int
+    critical_section_ms: int
+    error: _error_pb2.Error
+    def __init__(self, documents_migrated: _Optional[int] = ..., bytes_migrated: _Optional[int] = ..., critical_section_ms: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class RecvChunkStartRequest(_message.Message):
+    __slots__ = ("migration_id", "database", "collection", "min_key", "max_key", "epoch", "from_shard_id", "from_host", "from_port")
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_KEY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    FROM_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_HOST_FIELD_NUMBER: _ClassVar[int]
+    FROM_PORT_FIELD_NUMBER: _ClassVar[int]
+    migration_id: str
+    database: str
+    collection: str
+    min_key: bytes
+    max_key: bytes
+    epoch: str
+    from_shard_id: str
+    from_host: str
+    from_port: int
+    def __init__(self, migration_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., min_key: _Optional[bytes] = ..., max_key: _Optional[bytes] = ..., epoch: _Optional[str] = ..., from_shard_id: _Optional[str] = ..., from_host: _Optional[str] = ..., from_port: _Optional[int] = ...) -> None: ...
+
+class RecvChunkControlRequest(_message.Message):
+    __slots__ = ("migration_id",)
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    migration_id: str
+    def __init__(self, migration_id: _Optional[str] = ...) -> None: ...
+
+class RecvChunkStatusResponse(_message.Message):
+    __slots__ = ("state", "documents_cloned", "bytes_cloned", "mods_applied", "failure", "error")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_CLONED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_CLONED_FIELD_NUMBER: _ClassVar[int]
+    MODS_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    documents_cloned: int
+    bytes_cloned: int
+    mods_applied: int
+    failure: str
+    error: _error_pb2.Error
+    def __init__(self, state: _Optional[str] = ..., documents_cloned: _Optional[int] = ..., bytes_cloned: _Optional[int] = ..., mods_applied: _Optional[int] = ..., failure: _Optional[str] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class MigrateCloneRequest(_message.Message):
+    __slots__ = ("migration_id", "after_id_key", "batch_size")
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_KEY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    migration_id: str
+    after_id_key: bytes
+    batch_size: int
+    def __init__(self, migration_id: _Optional[str] = ..., after_id_key: _Optional[bytes] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class MigrateCloneResponse(_message.Message):
+    __slots__ = ("documents", "last_id_key", "done", "error")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ID_KEY_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedScalarFieldContainer[bytes]
+    last_id_key: bytes
+    done: bool
+    error: _error_pb2.Error
+    def __init__(self, documents: _Optional[_Iterable[bytes]] = ..., last_id_key: _Optional[bytes] = ..., done: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class MigrateTransferModsRequest(_message.Message):
+    __slots__ = ("migration_id", "max_mods")
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_MODS_FIELD_NUMBER: _ClassVar[int]
+    migration_id: str
+    max_mods: int
+    def __init__(self, migration_id: _Optional[str] = ..., max_mods: _Optional[int] = ...) -> None: ...
+
+class MigrateTransferModsResponse(_message.Message):
+    __slots__ = ("upserts", "deleted_ids", "more", "error")
+    UPSERTS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_IDS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    upserts: _containers.RepeatedScalarFieldContainer[bytes]
+    deleted_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    more: bool
+    error: _error_pb2.Error
+    def __init__(self, upserts: _Optional[_Iterable[bytes]] = ..., deleted_ids: _Optional[_Iterable[bytes]] = ..., more: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class MigrationStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MigrationProgress(_message.Message):
+    __slots__ = ("migration_id", "namespace", "chunk_id", "role", "phase", "documents_cloned", "bytes_cloned", "peer_shard")
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_CLONED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_CLONED_FIELD_NUMBER: _ClassVar[int]
+    PEER_SHARD_FIELD_NUMBER: _ClassVar[int]
+    migration_id: str
+    namespace: str
+    chunk_id: str
+    role: str
+    phase: str
+    documents_cloned: int
+    bytes_cloned: int
+    peer_shard: str
+    def __init__(self, migration_id: _Optional[str] = ..., namespace: _Optional[str] = ..., chunk_id: _Optional[str] = ..., role: _Optional[str] = ..., phase: _Optional[str] = ..., documents_cloned: _Optional[int] = ..., bytes_cloned: _Optional[int] = ..., peer_shard: _Optional[str] = ...) -> None: ...
+
+class MigrationStatusResponse(_message.Message):
+    __slots__ = ("migrations", "pending_range_deletions", "error")
+    MIGRATIONS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_RANGE_DELETIONS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    migrations: _containers.RepeatedCompositeFieldContainer[MigrationProgress]
+    pending_range_deletions: _containers.RepeatedScalarFieldContainer[str]
+    error: _error_pb2.Error
+    def __init__(self, migrations: _Optional[_Iterable[_Union[MigrationProgress, _Mapping]]] = ..., pending_range_deletions: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...

@@ -114,6 +114,56 @@ class ShardServiceStub:
                 request_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardDistinctRequest.SerializeToString,
                 response_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardDistinctResponse.FromString,
                 _registered_method=True)
+        self.ChunkStats = channel.unary_unary(
+                '/lauradb.cluster.ShardService/ChunkStats',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.ChunkStatsRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.ChunkStatsResponse.FromString,
+                _registered_method=True)
+        self.SplitVector = channel.unary_unary(
+                '/lauradb.cluster.ShardService/SplitVector',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.SplitVectorRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.SplitVectorResponse.FromString,
+                _registered_method=True)
+        self.MoveRange = channel.unary_unary(
+                '/lauradb.cluster.ShardService/MoveRange',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.MoveRangeRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.MoveRangeResponse.FromString,
+                _registered_method=True)
+        self.RecvChunkStart = channel.unary_unary(
+                '/lauradb.cluster.ShardService/RecvChunkStart',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkStartRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.FromString,
+                _registered_method=True)
+        self.RecvChunkStatus = channel.unary_unary(
+                '/lauradb.cluster.ShardService/RecvChunkStatus',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkControlRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.FromString,
+                _registered_method=True)
+        self.RecvChunkCommit = channel.unary_unary(
+                '/lauradb.cluster.ShardService/RecvChunkCommit',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkControlRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.FromString,
+                _registered_method=True)
+        self.RecvChunkAbort = channel.unary_unary(
+                '/lauradb.cluster.ShardService/RecvChunkAbort',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkControlRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.FromString,
+                _registered_method=True)
+        self.MigrateClone = channel.unary_unary(
+                '/lauradb.cluster.ShardService/MigrateClone',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrateCloneRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrateCloneResponse.FromString,
+                _registered_method=True)
+        self.MigrateTransferMods = channel.unary_unary(
+                '/lauradb.cluster.ShardService/MigrateTransferMods',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsResponse.FromString,
+                _registered_method=True)
+        self.MigrationStatus = channel.unary_unary(
+                '/lauradb.cluster.ShardService/MigrationStatus',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrationStatusRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrationStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServiceServicer:
@@ -218,6 +268,71 @@ class ShardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChunkStats(self, request, context):
+        """Chunk statistics and split points (the config server's balancer asks).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SplitVector(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveRange(self, request, context):
+        """Migrations. config -> donor: MoveRange (the donor drives the migration).
+        donor -> recipient: RecvChunkStart / RecvChunkStatus / RecvChunkCommit / RecvChunkAbort.
+        recipient -> donor: MigrateClone (pages of the range) and MigrateTransferMods
+        (writes to the range made since the clone started).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecvChunkStart(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecvChunkStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecvChunkCommit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecvChunkAbort(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigrateClone(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigrateTransferMods(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigrationStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -300,6 +415,56 @@ def add_ShardServiceServicer_to_server(servicer, server):
                     servicer.Distinct,
                     request_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardDistinctRequest.FromString,
                     response_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardDistinctResponse.SerializeToString,
+            ),
+            'ChunkStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChunkStats,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.ChunkStatsRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.ChunkStatsResponse.SerializeToString,
+            ),
+            'SplitVector': grpc.unary_unary_rpc_method_handler(
+                    servicer.SplitVector,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.SplitVectorRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.SplitVectorResponse.SerializeToString,
+            ),
+            'MoveRange': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveRange,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.MoveRangeRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.MoveRangeResponse.SerializeToString,
+            ),
+            'RecvChunkStart': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecvChunkStart,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkStartRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.SerializeToString,
+            ),
+            'RecvChunkStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecvChunkStatus,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkControlRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.SerializeToString,
+            ),
+            'RecvChunkCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecvChunkCommit,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkControlRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.SerializeToString,
+            ),
+            'RecvChunkAbort': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecvChunkAbort,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkControlRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.SerializeToString,
+            ),
+            'MigrateClone': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateClone,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrateCloneRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrateCloneResponse.SerializeToString,
+            ),
+            'MigrateTransferMods': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateTransferMods,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsResponse.SerializeToString,
+            ),
+            'MigrationStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrationStatus,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrationStatusRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrationStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -734,6 +899,276 @@ class ShardService:
             '/lauradb.cluster.ShardService/Distinct',
             lauradb_dot_cluster_dot_shard__pb2.ShardDistinctRequest.SerializeToString,
             lauradb_dot_cluster_dot_shard__pb2.ShardDistinctResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChunkStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/ChunkStats',
+            lauradb_dot_cluster_dot_shard__pb2.ChunkStatsRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.ChunkStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SplitVector(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/SplitVector',
+            lauradb_dot_cluster_dot_shard__pb2.SplitVectorRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.SplitVectorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveRange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/MoveRange',
+            lauradb_dot_cluster_dot_shard__pb2.MoveRangeRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.MoveRangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecvChunkStart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/RecvChunkStart',
+            lauradb_dot_cluster_dot_shard__pb2.RecvChunkStartRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecvChunkStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/RecvChunkStatus',
+            lauradb_dot_cluster_dot_shard__pb2.RecvChunkControlRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecvChunkCommit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/RecvChunkCommit',
+            lauradb_dot_cluster_dot_shard__pb2.RecvChunkControlRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecvChunkAbort(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/RecvChunkAbort',
+            lauradb_dot_cluster_dot_shard__pb2.RecvChunkControlRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.RecvChunkStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateClone(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/MigrateClone',
+            lauradb_dot_cluster_dot_shard__pb2.MigrateCloneRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.MigrateCloneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateTransferMods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/MigrateTransferMods',
+            lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrationStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/MigrationStatus',
+            lauradb_dot_cluster_dot_shard__pb2.MigrationStatusRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.MigrationStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
