@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
-from lauradb.errors import LauraError
-from lauradb.rpc.server import setup_logging
+from lauradb.rpc.process import add_common_args, require_positive, run_process
 from router.app import RouterApp
 from router.config_client import DEFAULT_CONFIG_TIMEOUT
 from router.context import DEFAULT_MEMORY_LIMIT
@@ -20,8 +18,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="lauradb-router", description="LauraDB router (targets, scatters and merges)"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=27017, help="gRPC port (default 27017)")
+    add_common_args(parser, default_port=27017)
     parser.add_argument(
         "--config", required=True, metavar="HOST:PORT", help="config server address"
     )
@@ -49,19 +46,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_MEMORY_LIMIT // (1024 * 1024),
         help="memory limit of a blocking aggregation stage at the router, in MiB",
     )
-    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus HTTP port")
-    parser.add_argument(
-        "--log-level",
-        default="warning",
-        choices=["debug", "info", "warning", "error", "critical"],
-    )
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
     args = parser.parse_args(argv)
     if ":" not in args.config:
         parser.error("--config must be HOST:PORT")
-    for name in ("shard_timeout", "config_timeout", "cursor_timeout", "memory_limit_mb"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+    require_positive(parser, args, "shard_timeout", "config_timeout", "cursor_timeout", "memory_limit_mb")
     return args
 
 
@@ -81,15 +69,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
-    try:
-        asyncio.run(_serve(args))
-    except LauraError as err:
-        print(f"lauradb-router: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    return 0
+    return run_process("lauradb-router", args, lambda: _serve(args))
 
 
 if __name__ == "__main__":
