@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from lauradb.errors import LauraError
 from lauradb.rpc.server import setup_logging
 from shard_stub.app import ShardApp
+from shard_stub.migration_settings import MigrationSettings
 
 
 def _address(value: str) -> str:
@@ -37,11 +38,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=["debug", "info", "warning", "error", "critical"],
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    defaults = MigrationSettings()
+    parser.add_argument(
+        "--migration-clone-batch", type=int, default=defaults.clone_batch,
+        help=f"documents per clone page when receiving a chunk (default {defaults.clone_batch})",
+    )
+    parser.add_argument(
+        "--migration-peer-timeout", type=float, default=defaults.recipient_unreachable_s,
+        help="seconds a migration tolerates an unreachable peer shard before aborting "
+        f"(default {defaults.recipient_unreachable_s:g}; the recipient waits 3x as long)",
+    )
+    parser.add_argument(
+        "--migration-write-wait", type=float, default=defaults.write_wait_s,
+        help="seconds a write blocked by a migration's critical section waits before "
+        f"failing with a retryable STALE_CONFIG (default {defaults.write_wait_s:g})",
+    )
     args = parser.parse_args(argv)
     if not args.shard_id.strip():
         parser.error("--shard-id must not be empty")
     if not 0 <= args.port < 65536:
         parser.error("--port must be in 0..65535")
+    if args.migration_clone_batch <= 0:
+        parser.error("--migration-clone-batch must be positive")
+    if args.migration_peer_timeout <= 0 or args.migration_write_wait <= 0:
+        parser.error("--migration-peer-timeout and --migration-write-wait must be positive")
     return args
 
 
@@ -53,6 +73,12 @@ async def _serve(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         config_address=args.config,
         metrics_port=args.metrics_port,
+        migration_settings=MigrationSettings(
+            clone_batch=args.migration_clone_batch,
+            recipient_unreachable_s=args.migration_peer_timeout,
+            donor_unreachable_s=3 * args.migration_peer_timeout,
+            write_wait_s=args.migration_write_wait,
+        ),
     )
     await app.run()
 

@@ -20,6 +20,8 @@ from lauradb.rpc.server import RpcServer
 from shard_stub.cursors import CursorManager
 from shard_stub.membership import Membership
 from shard_stub.metadata import FetchShardMap, ShardMetadata
+from shard_stub.migration_settings import MigrationSettings
+from shard_stub.migrations import Migrations
 from shard_stub.service import SERVICE_NAME, FetchIndexes, ShardServicer
 from shard_stub.storage import ShardStorage
 
@@ -116,6 +118,7 @@ class ShardApp:
         config_address: str,
         metrics_port: int | None = None,
         heartbeat_interval: float = 1.0,
+        migration_settings: MigrationSettings | None = None,
     ) -> None:
         self.shard_id = shard_id
         self.host = host
@@ -127,12 +130,23 @@ class ShardApp:
         self.pool = ChannelPool()
         self.metadata = ShardMetadata(shard_id, config_fetcher(self.pool, config_address))
         self.cursors = CursorManager()
+        self.migrations = Migrations(
+            shard_id=shard_id,
+            storage=self.storage,
+            metadata=self.metadata,
+            cursors=self.cursors,
+            pool=self.pool,
+            config_address=config_address,
+            data_dir=self.data_dir,
+            settings=migration_settings,
+        )
         self.servicer = ShardServicer(
             shard_id,
             self.storage,
             self.metadata,
             self.cursors,
             config_index_fetcher(self.pool, config_address),
+            self.migrations,
         )
         self.server = RpcServer(
             name=f"lauradb-shard {shard_id}", host=host, port=port, metrics_port=metrics_port
@@ -151,6 +165,7 @@ class ShardApp:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.migrations.close()
         self.cursors.close_all()
         await self.pool.close()
         await asyncio.to_thread(self.storage.close)
@@ -163,7 +178,9 @@ class ShardApp:
         """Open storage, serve (SERVING), then join the cluster in the background."""
         self._lock_fd = lock_data_dir(self.data_dir)
         await asyncio.to_thread(self.storage.open)
+        await self.migrations.open()  # restart recovery before serving
         port = await self.server.start()
+        self.migrations.set_address(advertised_host(self.host), port)
         await self.server.set_serving(True)
         self.membership = Membership(
             shard_id=self.shard_id,

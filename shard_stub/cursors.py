@@ -4,6 +4,12 @@ A cursor wraps a lazy ``ResultStream``; filling a batch advances it (reading sto
 page by page) and runs in a worker thread. A cursor id is handed out only while
 results remain; a cursor idle for ``idle_timeout`` seconds (10 minutes, like
 MongoDB) is closed by the reaper.
+
+A cursor keeps the ownership snapshot (``OwnedRanges``) its query was created with,
+so one opened before a chunk migration committed still returns the moved documents
+it was going to return. Every cursor gets a creation sequence number and is tracked
+from creation until it closes, so the range deleter can wait for the cursors opened
+before a commit (``open_before``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from lauradb.errors import ErrorCode, LauraError
+from shard_stub.ownership import KeyRange, OwnedRanges
 from shard_stub.reads import ResultStream
 
 log = logging.getLogger("lauradb.shard.cursors")
@@ -30,9 +37,20 @@ _END = object()
 class ShardCursor:
     """The remaining results of one query (thread-safe: one batch at a time)."""
 
-    def __init__(self, ns: str, stream: ResultStream, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        ns: str,
+        stream: ResultStream,
+        clock: Callable[[], float],
+        seq: int = 0,
+        on_close: Callable[[ShardCursor], None] | None = None,
+        owned: OwnedRanges | None = None,
+    ) -> None:
         self.cursor_id = ""
         self.ns = ns
+        self.seq = seq
+        self.owned = owned  # the ownership snapshot its query filters with
+        self._on_close = on_close
         self._docs: Iterator[bytes] = stream.documents
         self._stats = stream.stats
         self._peeked: object = None
@@ -90,6 +108,9 @@ class ShardCursor:
     def close(self) -> None:
         self.exhausted = True
         self._peeked = None
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)
         if not self.busy:
             close = getattr(self._docs, "close", None)
             if close is not None:
@@ -108,13 +129,41 @@ class CursorManager:
         self.idle_timeout = idle_timeout
         self._clock = clock
         self._cursors: dict[str, ShardCursor] = {}
+        self._seq = 0
+        self._live: dict[int, ShardCursor] = {}  # created and not closed, by sequence number
 
     def __len__(self) -> int:
         return len(self._cursors)
 
-    def create(self, ns: str, stream: ResultStream) -> ShardCursor:
-        """A cursor not yet registered (``register`` it if results remain)."""
-        return ShardCursor(ns, stream, self._clock)
+    def create(
+        self, ns: str, stream: ResultStream, owned: OwnedRanges | None = None
+    ) -> ShardCursor:
+        """A cursor not yet registered (``register`` it if results remain, else close it)."""
+        self._seq += 1
+        cursor = ShardCursor(ns, stream, self._clock, self._seq, self._closed, owned)
+        self._live[cursor.seq] = cursor
+        return cursor
+
+    def _closed(self, cursor: ShardCursor) -> None:
+        self._live.pop(cursor.seq, None)
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the latest cursor created."""
+        return self._seq
+
+    def open_before(self, ns: str, seq: int) -> int:
+        """How many cursors on ``ns`` created at or before ``seq`` are still open."""
+        return sum(1 for c in list(self._live.values()) if c.seq <= seq and c.ns == ns)
+
+    def reading_range(self, ns: str, keys: KeyRange) -> int:
+        """How many open cursors on ``ns`` may still return documents of ``keys``: those
+        whose ownership snapshot includes part of it (created before the range moved)."""
+        return sum(
+            1
+            for c in list(self._live.values())
+            if c.ns == ns and c.owned is not None and c.owned.overlaps(keys)
+        )
 
     def register(self, cursor: ShardCursor) -> str:
         cursor_id = secrets.token_hex(12)
@@ -172,6 +221,8 @@ class CursorManager:
             self.reap()
 
     def close_all(self) -> None:
-        for cursor in self._cursors.values():
+        for cursor in list(self._cursors.values()):
             cursor.close()
         self._cursors.clear()
+        for cursor in list(self._live.values()):
+            cursor.close()

@@ -29,6 +29,16 @@ class KeyRange:
             return False
         return key <= self.hi if self.hi_inclusive else key < self.hi
 
+    def sql(self, column: str = "shard_key") -> tuple[str, tuple[bytes, bytes]]:
+        """A WHERE condition selecting ``column`` values in this range, and its arguments."""
+        op = "<=" if self.hi_inclusive else "<"
+        return f"{column} >= ? AND {column} {op} ?", (self.lo, self.hi)
+
+    def overlaps(self, other: KeyRange) -> bool:
+        below = other.hi < self.lo or (other.hi == self.lo and not other.hi_inclusive)
+        above = self.hi < other.lo or (self.hi == other.lo and not self.hi_inclusive)
+        return not (below or above)
+
 
 @dataclass(frozen=True)
 class OwnedRanges:
@@ -75,6 +85,36 @@ class OwnedRanges:
     @property
     def empty(self) -> bool:
         return not self.ranges
+
+    @property
+    def epoch(self) -> str:
+        """The collection epoch these ranges were computed for."""
+        return str(self.stale_details.get("shard_epoch", ""))
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """This shard's version when these ranges were computed."""
+        d = self.stale_details
+        return int(d.get("shard_major", 0)), int(d.get("shard_minor", 0))
+
+    def covers(self, r: KeyRange) -> bool:
+        """True when the whole range ``r`` lies inside one owned range."""
+        i = bisect_right(self._los, r.lo) - 1
+        if i < 0:
+            return False
+        mine = self.ranges[i]
+        if r.hi < mine.hi:
+            return True
+        return r.hi == mine.hi and (mine.hi_inclusive or not r.hi_inclusive)
+
+    def overlaps(self, r: KeyRange) -> bool:
+        """True when some key of ``r`` is owned."""
+        for mine in self.ranges:
+            if mine.lo > r.hi or (mine.lo == r.hi and not r.hi_inclusive):
+                break
+            if r.lo < mine.hi or (r.lo == mine.hi and mine.hi_inclusive):
+                return True
+        return False
 
     def stale_error(self, what: str) -> LauraError:
         """STALE_CONFIG for a write whose key is outside the owned ranges."""

@@ -29,9 +29,13 @@ from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.errors import to_proto
 from lauradb.rpc.server import rpc_method
 from lauradb.sharding.shard_key import ShardKeyPattern
+from shard_stub.chunk_stats import chunk_stats, split_vector
+from shard_stub.critical_section import DEFAULT_WRITE_WAIT_S, run_unblocked
 from shard_stub.cursors import DEFAULT_FIRST_BATCH, CursorManager, ShardCursor
 from shard_stub.index_keys import IndexDef, parse_index_keys
 from shard_stub.metadata import NamespaceMetadata, ShardMetadata, namespace_of
+from shard_stub.migration_range import MigrationRange
+from shard_stub.migrations import Migrations
 from shard_stub.ownership import OwnedRanges
 from shard_stub.reads import ResultStream, aggregate_stream, distinct, find_stream
 from shard_stub.storage import ShardStorage
@@ -95,12 +99,22 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         metadata: ShardMetadata,
         cursors: CursorManager,
         fetch_indexes: FetchIndexes | None = None,
+        migrations: Migrations | None = None,
     ) -> None:
         self.shard_id = shard_id
         self.storage = storage
         self.metadata = metadata
         self.cursors = cursors
         self.fetch_indexes = fetch_indexes
+        self.migrations = migrations
+        self.write_wait_s = migrations.write_wait_s if migrations else DEFAULT_WRITE_WAIT_S
+        if migrations is not None:
+            migrations.set_ensure_indexes(self.ensure_recorded_indexes)
+
+    def _migrations(self) -> Migrations:
+        if self.migrations is None:
+            raise LauraError(ErrorCode.NOT_IMPLEMENTED, "chunk migrations are not enabled here")
+        return self.migrations
 
     # ------------------------------------------------------------------ helpers
 
@@ -156,12 +170,21 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             await self.ensure_recorded_indexes(database, collection)
 
     async def _first_batch(
-        self, ns: str, stream: ResultStream, batch_size: int, single_batch: bool = False
+        self,
+        ns: str,
+        stream: ResultStream,
+        batch_size: int,
+        single_batch: bool = False,
+        owned: OwnedRanges | None = None,
     ) -> shard_pb2.ShardCursorBatch:
-        cursor = self.cursors.create(ns, stream)
-        docs, examined = await asyncio.to_thread(
-            cursor.next_batch, batch_size or DEFAULT_FIRST_BATCH
-        )
+        cursor = self.cursors.create(ns, stream, owned)
+        try:
+            docs, examined = await asyncio.to_thread(
+                cursor.next_batch, batch_size or DEFAULT_FIRST_BATCH
+            )
+        except BaseException:
+            cursor.close()
+            raise
         resp = shard_pb2.ShardCursorBatch(documents=docs, documents_examined=examined)
         if cursor.exhausted or single_batch:
             cursor.close()
@@ -172,7 +195,11 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
     async def _next_batch(
         self, cursor: ShardCursor, batch_size: int
     ) -> shard_pb2.ShardCursorBatch:
-        docs, examined = await asyncio.to_thread(cursor.next_batch, batch_size)
+        try:
+            docs, examined = await asyncio.to_thread(cursor.next_batch, batch_size)
+        except LauraError:
+            self.cursors.release(cursor)  # a failed cursor is dead (as in MongoDB)
+            raise
         resp = shard_pb2.ShardCursorBatch(documents=docs, documents_examined=examined)
         if cursor.exhausted:
             self.cursors.release(cursor)
@@ -201,7 +228,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         single = request.limit < 0
         if single:
             batch_size = min(batch_size, -request.limit) if batch_size else -request.limit
-        return await self._first_batch(ns, stream, batch_size, single)
+        return await self._first_batch(ns, stream, batch_size, single, owned)
 
     @rpc_method
     async def GetMore(self, request: shard_pb2.ShardGetMoreRequest, context: Ctx) -> Any:
@@ -232,12 +259,28 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             decode_document(raw, f"pipeline stage {i}") for i, raw in enumerate(request.pipeline)
         ]
         stream = aggregate_stream(self.storage, ns, stages, owned=owned)
-        return await self._first_batch(ns, stream, _batch_size(request.batch_size))
+        return await self._first_batch(
+            ns, stream, _batch_size(request.batch_size), owned=owned
+        )
 
     # ------------------------------------------------------------------ writes
 
+    # Writes that hit a chunk migration's critical section wait for it (bounded) and
+    # run again from the placement check (see critical_section).
+
     @rpc_method
     async def Insert(self, request: shard_pb2.ShardInsertRequest, context: Ctx) -> Any:
+        return await run_unblocked(lambda: self._insert(request), self.write_wait_s)
+
+    @rpc_method
+    async def Update(self, request: shard_pb2.ShardUpdateRequest, context: Ctx) -> Any:
+        return await run_unblocked(lambda: self._update(request), self.write_wait_s)
+
+    @rpc_method
+    async def Delete(self, request: shard_pb2.ShardDeleteRequest, context: Ctx) -> Any:
+        return await run_unblocked(lambda: self._delete(request), self.write_wait_s)
+
+    async def _insert(self, request: shard_pb2.ShardInsertRequest) -> Any:
         ns, meta, owned = await self._placement(
             request.database, request.collection, request.version
         )
@@ -266,8 +309,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             resp.error.CopyFrom(to_proto(result.errors[0].error))
         return resp
 
-    @rpc_method
-    async def Update(self, request: shard_pb2.ShardUpdateRequest, context: Ctx) -> Any:
+    async def _update(self, request: shard_pb2.ShardUpdateRequest) -> Any:
         ns, meta, owned = await self._placement(
             request.database, request.collection, request.version
         )
@@ -300,8 +342,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             resp.upserted_id = encode_document({"_id": result.upserted_id})
         return resp
 
-    @rpc_method
-    async def Delete(self, request: shard_pb2.ShardDeleteRequest, context: Ctx) -> Any:
+    async def _delete(self, request: shard_pb2.ShardDeleteRequest) -> Any:
         ns, _meta, owned = await self._placement(
             request.database, request.collection, request.version
         )
@@ -322,6 +363,8 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             meta = await self.metadata.refresh(request.database, request.collection)
             if meta.sharded:  # unsharded (e.g. dropped): re-keyed lazily on next use
                 await self._follow_key_pattern(meta.namespace, meta.pattern)
+            if self.migrations is not None:
+                self.migrations.on_refresh()
             return shard_pb2.RefreshMetadataResponse(
                 epoch=meta.epoch, major=meta.shard_version[0], minor=meta.shard_version[1]
             )
@@ -331,6 +374,8 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         for meta in refreshed:
             if meta.sharded:
                 await self._follow_key_pattern(meta.namespace, meta.pattern)
+        if self.migrations is not None:
+            self.migrations.on_refresh()
         return shard_pb2.RefreshMetadataResponse()
 
     # ------------------------------------------------------------------ catalog
@@ -403,3 +448,91 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             distinct, self.storage, ns, request.key, spec, owned=owned
         )
         return shard_pb2.ShardDistinctResponse(values=encode_document({"values": values}))
+
+    # ------------------------------------------------------------------ balancer questions
+
+    async def _sharded(self, database: str, collection: str) -> NamespaceMetadata:
+        """Fresh metadata of a sharded namespace, stored shard keys following its pattern."""
+        ns = check_namespace(database, collection)
+        meta = await self.metadata.refresh(database, collection)
+        if not meta.sharded or meta.pattern is None:
+            raise LauraError(ErrorCode.ILLEGAL_OPERATION, f"{ns} is not sharded")
+        await self._follow_key_pattern(ns, meta.pattern)
+        return meta
+
+    @rpc_method
+    async def ChunkStats(self, request: shard_pb2.ChunkStatsRequest, context: Ctx) -> Any:
+        meta = await self._sharded(request.database, request.collection)
+        stats = await asyncio.to_thread(chunk_stats, self.storage, meta, self.shard_id)
+        return shard_pb2.ChunkStatsResponse(
+            chunks=[
+                shard_pb2.ChunkStat(
+                    chunk_id=c.chunk_id, min_key=encode_document(c.min_bound),
+                    max_key=encode_document(c.max_bound), documents=c.documents, bytes=c.bytes,
+                )
+                for c in stats
+            ]
+        )
+
+    @rpc_method
+    async def SplitVector(self, request: shard_pb2.SplitVectorRequest, context: Ctx) -> Any:
+        meta = await self._sharded(request.database, request.collection)
+        assert meta.pattern is not None
+        r = MigrationRange.from_bounds(meta.namespace, meta.pattern, request.min_key,
+                                       request.max_key)
+        result = await asyncio.to_thread(
+            split_vector, self.storage, meta.pattern, r, request.max_chunk_bytes
+        )
+        return shard_pb2.SplitVectorResponse(
+            split_points=[encode_document(p) for p in result.split_points],
+            jumbo=result.jumbo, documents=result.documents, bytes=result.bytes,
+        )
+
+    # ------------------------------------------------------------------ migrations
+
+    @rpc_method
+    async def MoveRange(self, request: shard_pb2.MoveRangeRequest, context: Ctx) -> Any:
+        migrations = self._migrations()
+        meta = await self._sharded(request.database, request.collection)
+        return await migrations.move_range(meta.namespace, request)
+
+    @rpc_method
+    async def RecvChunkStart(
+        self, request: shard_pb2.RecvChunkStartRequest, context: Ctx
+    ) -> Any:
+        ns = check_namespace(request.database, request.collection)
+        return await self._migrations().recv_start(ns, request)
+
+    @rpc_method
+    async def RecvChunkStatus(
+        self, request: shard_pb2.RecvChunkControlRequest, context: Ctx
+    ) -> Any:
+        return self._migrations().recipient.status(request.migration_id)
+
+    @rpc_method
+    async def RecvChunkCommit(
+        self, request: shard_pb2.RecvChunkControlRequest, context: Ctx
+    ) -> Any:
+        return await self._migrations().recipient.commit(request.migration_id)
+
+    @rpc_method
+    async def RecvChunkAbort(
+        self, request: shard_pb2.RecvChunkControlRequest, context: Ctx
+    ) -> Any:
+        return await self._migrations().recipient.abort(request.migration_id)
+
+    @rpc_method
+    async def MigrateClone(self, request: shard_pb2.MigrateCloneRequest, context: Ctx) -> Any:
+        return await asyncio.to_thread(self._migrations().donor.clone_page, request)
+
+    @rpc_method
+    async def MigrateTransferMods(
+        self, request: shard_pb2.MigrateTransferModsRequest, context: Ctx
+    ) -> Any:
+        return await asyncio.to_thread(self._migrations().donor.transfer_mods, request)
+
+    @rpc_method
+    async def MigrationStatus(
+        self, request: shard_pb2.MigrationStatusRequest, context: Ctx
+    ) -> Any:
+        return self._migrations().status()

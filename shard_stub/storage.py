@@ -56,7 +56,7 @@ from shard_stub.index_keys import (
     is_id_index,
     key_value_document,
 )
-from shard_stub.ownership import OwnedRanges
+from shard_stub.ownership import KeyRange, OwnedRanges
 from shard_stub.scan_plan import (
     ID_COLUMN,
     IndexScan,
@@ -66,6 +66,7 @@ from shard_stub.scan_plan import (
     ScanPlan,
     choose_plan,
 )
+from shard_stub.write_guard import NamespaceGuard
 
 log = logging.getLogger("lauradb.shard.storage")
 
@@ -253,6 +254,8 @@ class ShardStorage:
         self._txn_catalog: dict[str, Collection] | None = None  # inside a write transaction
         self._txn_multikey: set[tuple[str, str]] = set()  # indexes that became multikey
         self._closed = False
+        # Chunk migration hooks by namespace (see write_guard); empty in the steady state.
+        self.write_guards: dict[str, NamespaceGuard] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -711,6 +714,7 @@ class ShardStorage:
         if not docs:
             return result
         with self._transaction() as conn:
+            guard = self.write_guards.get(ns) if self.write_guards else None
             c = self._ensure_collection(conn, ns, pattern)
             prepared: list[_Prepared] = []
             for i, item in enumerate(docs):
@@ -724,6 +728,9 @@ class ShardStorage:
                 for p in prepared:
                     if not owned(p.shard_key):
                         raise owned.stale_error(f"insert into {ns}")
+            if guard is not None:
+                for p in prepared:
+                    guard.check(p.shard_key, owned)
             stop_at = result.errors[0].index if (ordered and result.errors) else None
             check_unique = unique_key and c.pattern is not None and not c.pattern.hashed
             for p in prepared:
@@ -736,6 +743,8 @@ class ShardStorage:
                     if ordered:
                         break
                     continue
+                if guard is not None:
+                    guard.written(p.shard_key, p.id_key, p.id_value)
                 result.inserted += 1
         result.errors.sort(key=lambda e: e.index)
         if ordered and len(result.errors) > 1:
@@ -827,10 +836,10 @@ class ShardStorage:
             new = index_entries(new_doc, ix)
             old_keys = old.keys if old is not None else {}
             new_keys = new.keys if new is not None else {}
+            if new is not None and new.multikey and not ix.multikey:
+                self._txn_multikey.add((c.ns, ix.name))  # even when the keys are the same
             if old_keys == new_keys:
                 continue
-            if new is not None and new.multikey and not ix.multikey:
-                self._txn_multikey.add((c.ns, ix.name))
             gone = [k for k, aux in old_keys.items() if new_keys.get(k) != aux]
             added = {k: aux for k, aux in new_keys.items() if old_keys.get(k) != aux}
             self._remove_entries(conn, ix, id_key, gone)
@@ -913,6 +922,7 @@ class ShardStorage:
             )
         result = UpdateResult()
         with self._transaction() as conn:
+            guard = self.write_guards.get(ns) if self.write_guards else None
             c = self._wcat().get(ns)
             if c is not None and not isinstance(pattern, _Keep) and c.pattern != pattern:
                 c = self._ensure_collection(conn, ns, pattern)
@@ -930,9 +940,13 @@ class ShardStorage:
                     if modified:
                         raw = self._checked_update(c, row, new_doc)
                         if raw != row.raw:
+                            if guard is not None:
+                                guard.check(row.shard_key, owned)
                             conn.execute(sql, (raw, row.id_key))
                             if c.indexes:
                                 self._reindex(conn, c, row.id_key, row.doc, bson.decode(raw))
+                            if guard is not None:
+                                guard.written(row.shard_key, row.id_key, row.doc["_id"])
                             result.modified += 1
                     if not multi:
                         break
@@ -942,9 +956,13 @@ class ShardStorage:
                 p = self._prepare(0, doc, c.pattern)
                 if owned is not None and not owned(p.shard_key):
                     raise owned.stale_error(f"upsert into {ns}")
+                if guard is not None:
+                    guard.check(p.shard_key, owned)
                 self._insert_row(
                     conn, c, p, unique_key and c.pattern is not None and not c.pattern.hashed
                 )
+                if guard is not None:
+                    guard.written(p.shard_key, p.id_key, p.id_value)
                 result.upserted = True
                 result.upserted_id = p.id_value
         return result
@@ -992,6 +1010,7 @@ class ShardStorage:
         spec = filter_spec or {}
         matcher = compile_filter(spec)
         with self._transaction() as conn:
+            guard = self.write_guards.get(ns) if self.write_guards else None
             c = self._wcat().get(ns)
             if c is None:
                 return 0
@@ -1000,7 +1019,11 @@ class ShardStorage:
             for row in self._matching(
                 self._writer, self._wlock, c, spec, matcher, owned, ScanStats()
             ):
+                if guard is not None:
+                    guard.check(row.shard_key, owned)
                 conn.execute(sql, (row.id_key,))
+                if guard is not None:
+                    guard.deleted(row.shard_key, row.id_key, row.doc["_id"])
                 for ix in c.indexes:
                     e = index_entries(row.doc, ix)
                     if e is not None:
@@ -1009,6 +1032,195 @@ class ShardStorage:
                 if not multi:
                     break
             return deleted
+
+
+    # ------------------------------------------------------------------ migrations
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the write lock: no write transaction runs meanwhile."""
+        with self._wlock:
+            yield
+
+    def change_guard(self, ns: str, change: Callable[[NamespaceGuard], None]) -> None:
+        """Change the write guard of ``ns`` under the write lock (dropped once empty)."""
+        with self._wlock:
+            guard = self.write_guards.get(ns) or NamespaceGuard(ns)
+            change(guard)
+            guards = dict(self.write_guards)
+            if guard.empty:
+                guards.pop(ns, None)
+            else:
+                guards[ns] = guard
+            self.write_guards = guards
+
+    def ensure_collection(self, ns: str, pattern: PatternArg = KEEP) -> None:
+        """Create ``ns`` if needed (and re-key it for ``pattern``)."""
+        with self._transaction() as conn:
+            self._ensure_collection(conn, ns, pattern)
+
+    def range_id_keys(self, ns: str, keys: KeyRange) -> list[bytes]:
+        """The sorted ``_id`` keys of the documents whose shard key is in ``keys``."""
+        c = self._catalog.get(ns)
+        if c is None:
+            return []
+        cond, args = keys.sql()
+        with self._rlock:
+            rows = self._reader().execute(
+                f"SELECT id_key FROM {c.table} WHERE {cond}", args
+            ).fetchall()
+        out = [r[0] for r in rows]
+        out.sort()
+        return out
+
+    def rows_by_id(
+        self, ns: str, id_keys: Sequence[bytes], *, writer: bool = False
+    ) -> dict[bytes, tuple[bytes | None, bytes]]:
+        """``id_key -> (shard_key, BSON)`` of the stored documents among ``id_keys``.
+
+        ``writer``: read through the writer connection under the write lock (sees every
+        committed write; used while draining a transfer log).
+        """
+        c = self._catalog.get(ns)
+        out: dict[bytes, tuple[bytes | None, bytes]] = {}
+        if c is None or not id_keys:
+            return out
+        conn_fn, lock = (self._writer, self._wlock) if writer else (self._reader, self._rlock)
+        with lock:
+            conn = conn_fn()
+            for i in range(0, len(id_keys), 500):
+                part = list(id_keys[i:i + 500])
+                marks = ",".join("?" * len(part))
+                for id_key, shard_key, raw in conn.execute(
+                    f"SELECT id_key, shard_key, doc FROM {c.table} WHERE id_key IN ({marks})",
+                    part,
+                ):
+                    out[id_key] = (shard_key, raw)
+        return out
+
+    def range_stats(self, ns: str, keys: KeyRange) -> tuple[int, int]:
+        """(documents, BSON bytes) stored with a shard key in ``keys`` (one index range scan)."""
+        c = self._catalog.get(ns)
+        if c is None:
+            return 0, 0
+        cond, args = keys.sql()
+        with self._rlock:
+            n, size = self._reader().execute(
+                f"SELECT COUNT(*), COALESCE(SUM(LENGTH(doc)), 0) FROM {c.table} WHERE {cond}",
+                args,
+            ).fetchone()
+        return int(n), int(size)
+
+    def range_key_sizes(self, ns: str, keys: KeyRange) -> Iterator[tuple[bytes, int]]:
+        """``(shard_key, BSON length)`` of the documents in ``keys``, in shard key order."""
+        c = self._catalog.get(ns)
+        if c is None:
+            return
+        cond, args = keys.sql()
+        base = f"SELECT shard_key, id_key, LENGTH(doc) FROM {c.table} WHERE {cond}"
+        tail = " ORDER BY shard_key, id_key LIMIT ?"
+        last: tuple[bytes, bytes] | None = None
+        while True:
+            with self._rlock:
+                conn = self._reader()
+                if last is None:
+                    rows = conn.execute(base + tail, (*args, MAX_PAGE)).fetchall()
+                else:
+                    rows = conn.execute(
+                        base + " AND (shard_key, id_key) > (?, ?)" + tail,
+                        (*args, *last, MAX_PAGE),
+                    ).fetchall()
+            for shard_key, _, size in rows:
+                yield shard_key, int(size)
+            if len(rows) < MAX_PAGE:
+                return
+            last = (rows[-1][0], rows[-1][1])
+
+    def document_with_key(self, ns: str, shard_key: bytes) -> dict[str, Any] | None:
+        """One stored document whose shard key is ``shard_key`` (None if there is none)."""
+        c = self._catalog.get(ns)
+        if c is None:
+            return None
+        with self._rlock:
+            row = self._reader().execute(
+                f"SELECT doc FROM {c.table} WHERE shard_key = ? LIMIT 1", (shard_key,)
+            ).fetchone()
+        return bson.decode(row[0]) if row is not None else None
+
+    def upsert_documents(self, ns: str, docs: Sequence[bytes], keys: KeyRange) -> int:
+        """Insert or replace documents by ``_id`` (a migration's recipient), one transaction.
+
+        Bypasses write guards and ownership. A stored document with the same ``_id``
+        but a shard key outside ``keys`` is another (owned) document: DUPLICATE_KEY.
+        """
+        if not docs:
+            return 0
+        with self._transaction() as conn:
+            c = self._ensure_collection(conn, ns, KEEP)
+            select = f"SELECT shard_key, doc FROM {c.table} WHERE id_key = ?"
+            update = f"UPDATE {c.table} SET shard_key = ?, doc = ? WHERE id_key = ?"
+            for i, raw in enumerate(docs):
+                p = self._prepare(i, raw, c.pattern)
+                old = conn.execute(select, (p.id_key,)).fetchone()
+                if old is None:
+                    self._insert_row(conn, c, p, False)
+                    continue
+                old_key, old_raw = old
+                if old_key is None or not keys.contains(old_key):
+                    raise _duplicate_error(ns, p.id_value)
+                if old_raw == p.raw:
+                    continue
+                conn.execute(update, (p.shard_key, p.raw, p.id_key))
+                if c.indexes:
+                    new_doc = p.decoded if p.decoded is not None else bson.decode(p.raw)
+                    self._reindex(conn, c, p.id_key, bson.decode(old_raw), new_doc)
+        return len(docs)
+
+    def delete_ids(self, ns: str, id_keys: Sequence[bytes], keys: KeyRange) -> int:
+        """Delete the documents with these ``_id`` keys whose shard key is in ``keys``."""
+        if not id_keys:
+            return 0
+        with self._transaction() as conn:
+            c = self._wcat().get(ns)
+            if c is None:
+                return 0
+            deleted = 0
+            select = f"SELECT shard_key, doc FROM {c.table} WHERE id_key = ?"
+            for id_key in id_keys:
+                row = conn.execute(select, (id_key,)).fetchone()
+                if row is None or row[0] is None or not keys.contains(row[0]):
+                    continue
+                self._delete_stored(conn, c, id_key, row[1])
+                deleted += 1
+            return deleted
+
+    def delete_range(self, ns: str, keys: KeyRange, limit: int = MAX_PAGE) -> int:
+        """Delete up to ``limit`` documents whose shard key is in ``keys`` (one transaction).
+
+        Bypasses write guards and ownership (range deletion, recipient cleanup).
+        """
+        with self._transaction() as conn:
+            c = self._wcat().get(ns)
+            if c is None:
+                return 0
+            cond, args = keys.sql()
+            rows = conn.execute(
+                f"SELECT id_key, doc FROM {c.table} WHERE {cond} LIMIT ?", (*args, limit)
+            ).fetchall()
+            for id_key, raw in rows:
+                self._delete_stored(conn, c, id_key, raw)
+            return len(rows)
+
+    def _delete_stored(
+        self, conn: sqlite3.Connection, c: Collection, id_key: bytes, raw: bytes
+    ) -> None:
+        conn.execute(f"DELETE FROM {c.table} WHERE id_key = ?", (id_key,))
+        if c.indexes:
+            doc = bson.decode(raw)
+            for ix in c.indexes:
+                e = index_entries(doc, ix)
+                if e is not None:
+                    self._remove_entries(conn, ix, id_key, e.keys)
 
 
     # ------------------------------------------------------------------ indexes
