@@ -8,6 +8,12 @@ import sys
 from collections.abc import Sequence
 
 from config_server.app import ConfigServerApp
+from config_server.balancer import (
+    DEFAULT_CHUNK_SIZE_BYTES,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_THRESHOLD_CHUNKS,
+    BalancerSettings,
+)
 from lauradb.errors import LauraError
 from lauradb.rpc.server import setup_logging
 
@@ -25,6 +31,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=5.0,
         help="seconds without heartbeat before a node is marked down (default 5)",
     )
+    parser.add_argument(
+        "--balancer-interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        help=f"seconds between balancer rounds (default {DEFAULT_INTERVAL_S:g})",
+    )
+    parser.add_argument(
+        "--chunk-size-bytes",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE_BYTES,
+        help="chunks holding more data are split by the balancer (default 1 MiB)",
+    )
+    parser.add_argument(
+        "--balance-threshold",
+        type=int,
+        default=DEFAULT_THRESHOLD_CHUNKS,
+        help="in CHUNKS: a sharded collection is balanced when the chunk counts of its "
+        "fullest and emptiest (non-draining) shards differ by at most this many "
+        f"(default {DEFAULT_THRESHOLD_CHUNKS}, at least 1)",
+    )
+    parser.add_argument(
+        "--no-balancer",
+        action="store_true",
+        help="start with the balancer disabled (SetBalancerState enables it again)",
+    )
     parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus HTTP port")
     parser.add_argument(
         "--log-level",
@@ -35,6 +66,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.heartbeat_timeout <= 0:
         parser.error("--heartbeat-timeout must be positive")
+    if args.balancer_interval <= 0:
+        parser.error("--balancer-interval must be positive")
+    if args.chunk_size_bytes <= 0:
+        parser.error("--chunk-size-bytes must be positive")
+    if args.balance_threshold < 1:
+        parser.error("--balance-threshold must be at least 1 (chunk)")
     return args
 
 
@@ -45,6 +82,12 @@ async def _serve(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         heartbeat_timeout=args.heartbeat_timeout,
         metrics_port=args.metrics_port,
+        balancer=BalancerSettings(
+            interval=args.balancer_interval,
+            chunk_size_bytes=args.chunk_size_bytes,
+            threshold=args.balance_threshold,
+            start_enabled=not args.no_balancer,
+        ),
     )
     await app.run()
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from config_server import metrics
+from config_server.balancer import Balancer, BalancerSettings
 from config_server.catalog import Catalog
 from config_server.cluster_service import ClusterService
 from config_server.config_service import ConfigService
 from config_server.failure_detector import FailureDetector
+from config_server.migrations import Migrator
 from config_server.shard_notifier import ShardNotifier
+from config_server.shard_removal import ShardRemoval
+from config_server.shard_rpc import ShardRpc
 from config_server.store import SqliteMetadataStore
 from lauradb.cluster import cluster_pb2, cluster_pb2_grpc, routing_pb2, routing_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
@@ -31,12 +36,20 @@ class ConfigServerApp:
         data_dir: str | Path,
         heartbeat_timeout: float = 5.0,
         metrics_port: int | None = None,
+        balancer: BalancerSettings | None = None,
     ) -> None:
         self.store = SqliteMetadataStore(data_dir)
         self.catalog = Catalog(self.store)
         self.pool = ChannelPool()
         self.notifier = ShardNotifier(self.pool)
         self.detector = FailureDetector(self.catalog, timeout=heartbeat_timeout)
+        self.shard_rpc = ShardRpc(self.pool)
+        self.migrator = Migrator(self.catalog, self.notifier, self.shard_rpc)
+        self.removal = ShardRemoval(self.catalog, lambda sid: self.balancer.blocked_databases(sid))
+        self.balancer = Balancer(
+            self.catalog, self.migrator, self.notifier, self.shard_rpc, self.removal, balancer
+        )
+        metrics.track_topology_version(self.catalog.topology_version)
         self.server = RpcServer(
             name="lauradb-config", host=host, port=port, metrics_port=metrics_port
         )
@@ -47,12 +60,16 @@ class ConfigServerApp:
         )
         self.server.add_service(
             routing_pb2_grpc.add_ConfigServiceServicer_to_server,
-            ConfigService(self.catalog, self.notifier),
+            ConfigService(
+                self.catalog, self.notifier, self.migrator, self.balancer, self.removal
+            ),
             CONFIG_SERVICE,
         )
         self.server.on_stop(self._close)
 
     async def _close(self) -> None:
+        await self.balancer.stop()
+        await self.migrator.close()
         await self.detector.stop()
         await self.pool.close()
         self.store.close()
@@ -65,7 +82,9 @@ class ConfigServerApp:
                 ErrorCode.HOST_UNREACHABLE,
                 f"cannot listen on {self.server.host}:{self.server.port}: {exc}",
             ) from None
+        self.migrator.recover()
         self.detector.start()
+        self.balancer.start()
         await self.server.set_serving(True)
         return port
 

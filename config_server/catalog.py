@@ -18,6 +18,7 @@ from bson.objectid import ObjectId
 from config_server import index_records, key_bounds
 from config_server.model import (
     HASH,
+    MIGRATION_RUNNING,
     ChunkRecord,
     CollectionRecord,
     DatabaseRecord,
@@ -32,6 +33,7 @@ from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.shard_key import ShardKeyPattern
 
 _UNSHARDABLE_DATABASES = frozenset({"admin", "local"})
+AUTO_SPLITS_KEY = "balancer_splits"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,10 @@ class Catalog:
     def _changed(self, tx: MetadataTransaction) -> int:
         self._topology_cache = None
         return tx.bump_topology_version()
+
+    def mark_changed(self, tx: MetadataTransaction) -> int:
+        """Bump the topology version for a change made in ``tx`` (drops caches)."""
+        return self._changed(tx)
 
     # ------------------------------------------------------------------ shards
 
@@ -460,14 +466,26 @@ class Catalog:
     # ------------------------------------------------------------------ chunks
 
     def split_chunk(
-        self, chunk_id: str, split_point: Mapping[str, Any]
+        self, chunk_id: str, split_point: Mapping[str, Any], *, auto: bool = False
     ) -> tuple[ChunkRecord, ChunkRecord]:
         """Split a chunk at a point strictly inside it, in one transaction: the chunk
-        is replaced by two new ones whose minor versions go above the collection's."""
+        is replaced by two new ones whose minor versions go above the collection's
+        (neither is jumbo). A chunk being migrated cannot be split. ``auto``: the
+        balancer's split (counted)."""
         with self.store.transaction() as tx:
             chunk = tx.get_chunk(chunk_id)
             if chunk is None:
                 raise LauraError(ErrorCode.CHUNK_NOT_FOUND, f"chunk '{chunk_id}' not found")
+            moving = [
+                m for m in tx.list_migrations(states=(MIGRATION_RUNNING,))
+                if m.chunk_id == chunk_id
+            ]
+            if moving:
+                raise LauraError(
+                    ErrorCode.CONFLICTING_OPERATION_IN_PROGRESS,
+                    f"chunk '{chunk_id}' is being migrated (migration "
+                    f"{moving[0].migration_id}); split it after the migration",
+                )
             database, collection = split_namespace(chunk.namespace)
             coll = tx.get_collection(database, collection)
             if coll is None:
@@ -488,7 +506,12 @@ class Catalog:
             major, minor = tx.collection_version(chunk.namespace)
             point_bytes = bson.encode(point)
             left = replace(
-                chunk, chunk_id=_new_id(), max_key=point_bytes, major=major, minor=minor + 1
+                chunk,
+                chunk_id=_new_id(),
+                max_key=point_bytes,
+                major=major,
+                minor=minor + 1,
+                jumbo=False,
             )
             right = replace(
                 chunk,
@@ -497,11 +520,38 @@ class Catalog:
                 min_sort=point_sort,
                 major=major,
                 minor=minor + 2,
+                jumbo=False,
             )
             tx.delete_chunk(chunk_id)
             tx.insert_chunks([left, right])
+            if auto:
+                tx.bump_counter(AUTO_SPLITS_KEY)
             self._changed(tx)
         return left, right
+
+    def set_chunk_jumbo(self, chunk_id: str, jumbo: bool) -> bool:
+        """Mark (or unmark) a chunk jumbo (no version change); whether it changed."""
+        with self.store.transaction() as tx:
+            chunk = tx.get_chunk(chunk_id)
+            if chunk is None or chunk.jumbo == jumbo:
+                return False
+            tx.put_chunk(replace(chunk, jumbo=jumbo))
+            self._changed(tx)
+            return True
+
+    def jumbo_chunks(self) -> list[ChunkRecord]:
+        with self.store.snapshot() as tx:
+            return [c for c in tx.list_chunks() if c.jumbo]
+
+    def list_chunks(
+        self, namespace: str | None = None, *, shard_id: str | None = None
+    ) -> list[ChunkRecord]:
+        with self.store.snapshot() as tx:
+            return tx.list_chunks(namespace, shard_id=shard_id)
+
+    def list_collections(self) -> list[CollectionRecord]:
+        with self.store.snapshot() as tx:
+            return tx.list_collections()
 
     def get_chunk(self, chunk_id: str) -> ChunkRecord:
         with self.store.snapshot() as tx:

@@ -9,12 +9,16 @@ from typing import Any
 from grpc import aio
 
 from config_server import convert, index_records
+from config_server.balancer import Balancer
 from config_server.catalog import Catalog, DroppedNamespaces
-from config_server.model import HASH, IndexRecord, combined_version
+from config_server.migrations import Migrator
+from config_server.model import HASH, IndexRecord, MigrationRecord, combined_version
 from config_server.shard_notifier import ShardNotifier
+from config_server.shard_removal import STARTED, ShardRemoval
 from lauradb.bsonkit.codec import decode_document, encode_document
 from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
+from lauradb.rpc.errors import to_proto
 from lauradb.rpc.server import rpc_method
 
 log = logging.getLogger("lauradb.config.service")
@@ -38,10 +42,35 @@ def _index_spec(record: IndexRecord) -> router_ext_pb2.IndexSpec:
     )
 
 
+def _migration_info(record: MigrationRecord) -> router_ext_pb2.MigrationInfo:
+    return router_ext_pb2.MigrationInfo(
+        migration_id=record.migration_id,
+        namespace=record.namespace,
+        chunk_id=record.chunk_id,
+        from_shard=record.from_shard,
+        to_shard=record.to_shard,
+        state=record.state,
+        documents_migrated=record.documents_migrated,
+        started_ms=record.started_ms,
+        finished_ms=record.finished_ms,
+        error=record.error,
+    )
+
+
 class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
-    def __init__(self, catalog: Catalog, notifier: ShardNotifier) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        notifier: ShardNotifier,
+        migrator: Migrator,
+        balancer: Balancer,
+        removal: ShardRemoval,
+    ) -> None:
         self.catalog = catalog
         self.notifier = notifier
+        self.migrator = migrator
+        self.balancer = balancer
+        self.removal = removal
 
     @rpc_method
     async def AddShard(
@@ -60,6 +89,8 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
             request.shard_id, request.host, request.port, request.node_id
         )
         log.info("shard %s at %s:%d: %s", request.shard_id, request.host, request.port, outcome)
+        if outcome == "added":
+            self.balancer.wake()
         return routing_pb2.AddShardResponse(
             success=True,
             message=f"shard '{request.shard_id}' {outcome} at {request.host}:{request.port}",
@@ -69,9 +100,18 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
     async def RemoveShard(
         self, request: routing_pb2.RemoveShardRequest, context: Context
     ) -> routing_pb2.RemoveShardResponse:
-        self.catalog.remove_shard(request.shard_id)
+        status = self.removal.request(request.shard_id)
+        if status.state == STARTED:
+            log.info("shard %s: draining started", request.shard_id)
+            self.balancer.wake()
+        elif status.remaining_chunks == 0 and status.remaining_databases == 0:
+            log.info("shard %s: %s", request.shard_id, status.message)
         return routing_pb2.RemoveShardResponse(
-            success=True, message=f"shard '{request.shard_id}' removed"
+            success=True,
+            message=status.message,
+            state=status.state,
+            remaining_chunks=status.remaining_chunks,
+            remaining_databases=status.remaining_databases,
         )
 
     @rpc_method
@@ -99,7 +139,74 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
     async def MigrateChunk(
         self, request: routing_pb2.MigrateChunkRequest, context: Context
     ) -> routing_pb2.MigrateChunkResponse:
-        raise LauraError(ErrorCode.NOT_IMPLEMENTED, "MigrateChunk is not implemented yet")
+        outcome = await self.migrator.migrate(
+            request.chunk_id, request.from_shard, request.to_shard
+        )
+        if outcome.success:
+            return routing_pb2.MigrateChunkResponse(
+                success=True, documents_migrated=outcome.record.documents_migrated
+            )
+        err = outcome.error or LauraError(ErrorCode.OPERATION_FAILED, outcome.record.error)
+        return routing_pb2.MigrateChunkResponse(
+            success=False, error=str(err), error_info=to_proto(err)
+        )
+
+    @rpc_method
+    async def CommitChunkMigration(
+        self, request: router_ext_pb2.CommitChunkMigrationRequest, context: Context
+    ) -> router_ext_pb2.CommitChunkMigrationResponse:
+        result = self.migrator.commit(
+            request.migration_id,
+            request.chunk_id,
+            request.from_shard,
+            request.to_shard,
+            request.epoch,
+        )
+        return router_ext_pb2.CommitChunkMigrationResponse(
+            committed=True, major=result.major, minor=result.minor
+        )
+
+    @rpc_method
+    async def GetMigrationState(
+        self, request: router_ext_pb2.GetMigrationStateRequest, context: Context
+    ) -> router_ext_pb2.GetMigrationStateResponse:
+        record = self.migrator.meta.get(request.migration_id)
+        return router_ext_pb2.GetMigrationStateResponse(migration=_migration_info(record))
+
+    @rpc_method
+    async def ListMigrations(
+        self, request: router_ext_pb2.ListMigrationsRequest, context: Context
+    ) -> router_ext_pb2.ListMigrationsResponse:
+        records = self.migrator.meta.list_migrations(
+            active_only=request.active_only, limit=request.limit or 100
+        )
+        return router_ext_pb2.ListMigrationsResponse(
+            migrations=[_migration_info(r) for r in records]
+        )
+
+    @rpc_method
+    async def SetBalancerState(
+        self, request: router_ext_pb2.SetBalancerStateRequest, context: Context
+    ) -> router_ext_pb2.SetBalancerStateResponse:
+        return router_ext_pb2.SetBalancerStateResponse(
+            enabled=self.balancer.set_enabled(request.enabled)
+        )
+
+    @rpc_method
+    async def GetBalancerStatus(
+        self, request: router_ext_pb2.GetBalancerStatusRequest, context: Context
+    ) -> router_ext_pb2.GetBalancerStatusResponse:
+        status = self.balancer.status()
+        return router_ext_pb2.GetBalancerStatusResponse(
+            enabled=status.enabled,
+            rounds=status.rounds,
+            splits=status.splits,
+            migrations_committed=status.migrations_committed,
+            migrations_failed=status.migrations_failed,
+            in_progress=[_migration_info(r) for r in status.in_progress],
+            jumbo_chunks=status.jumbo_chunks,
+            last_error=status.last_error,
+        )
 
     @rpc_method
     async def ShardCollection(

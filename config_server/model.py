@@ -12,6 +12,13 @@ RANGE = "RANGE"
 COMPOUND = "COMPOUND"
 STRATEGIES = (HASH, RANGE, COMPOUND)
 
+# Migration states (MigrationInfo.state on the wire).
+MIGRATION_RUNNING = "running"
+MIGRATION_COMMITTED = "committed"
+MIGRATION_ABORTED = "aborted"
+MIGRATION_FAILED = "failed"
+MIGRATION_STATES = (MIGRATION_RUNNING, MIGRATION_COMMITTED, MIGRATION_ABORTED, MIGRATION_FAILED)
+
 __all__ = [
     "COMPOUND",
     "HASH",
@@ -21,6 +28,7 @@ __all__ = [
     "CollectionRecord",
     "DatabaseRecord",
     "IndexRecord",
+    "MigrationRecord",
     "NodeRecord",
     "ShardRecord",
     "combined_version",
@@ -125,3 +133,33 @@ class NodeRecord:
     shard_id: str = ""
     up: bool = True
     last_heartbeat_ms: int = 0
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    """One chunk migration: persisted when it starts, finished exactly once.
+
+    ``min_key``/``max_key`` are the chunk's BSON bound documents when it started;
+    ``epoch`` the collection's epoch then. ``state`` is one of MIGRATION_STATES.
+    """
+
+    migration_id: str
+    namespace: str
+    chunk_id: str
+    min_key: bytes
+    max_key: bytes
+    epoch: str
+    from_shard: str
+    to_shard: str
+    state: str = MIGRATION_RUNNING
+    documents_migrated: int = 0
+    started_ms: int = 0
+    finished_ms: int = 0
+    error: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.state == MIGRATION_RUNNING
+
+    def involves(self, shard_id: str) -> bool:
+        return shard_id in (self.from_shard, self.to_shard)

@@ -22,6 +22,7 @@ from config_server.model import (
     CollectionRecord,
     DatabaseRecord,
     IndexRecord,
+    MigrationRecord,
     NodeRecord,
     ShardRecord,
     combined_version,
@@ -31,7 +32,7 @@ from lauradb.errors import ErrorCode, LauraError
 log = logging.getLogger("lauradb.config.store")
 
 DB_FILE_NAME = "config.sqlite3"
-SCHEMA_VERSION = 2  # 2: index records
+SCHEMA_VERSION = 3  # 2: index records; 3: migrations
 TOPOLOGY_VERSION_KEY = "topology_version"
 
 
@@ -114,6 +115,10 @@ class MetadataTransaction(abc.ABC):
     def insert_chunks(self, chunks: list[ChunkRecord]) -> None: ...
 
     @abc.abstractmethod
+    def put_chunk(self, chunk: ChunkRecord) -> None:
+        """Replace an existing chunk row (owner, version, jumbo flag)."""
+
+    @abc.abstractmethod
     def delete_chunk(self, chunk_id: str) -> None: ...
 
     @abc.abstractmethod
@@ -137,6 +142,23 @@ class MetadataTransaction(abc.ABC):
     @abc.abstractmethod
     def delete_node(self, node_id: str) -> None: ...
 
+    # migrations
+    @abc.abstractmethod
+    def get_migration(self, migration_id: str) -> MigrationRecord | None: ...
+
+    @abc.abstractmethod
+    def list_migrations(
+        self, *, states: tuple[str, ...] | None = None, limit: int = 0
+    ) -> list[MigrationRecord]:
+        """Migrations newest first (``states``: only those; ``limit`` 0: all)."""
+
+    @abc.abstractmethod
+    def put_migration(self, migration: MigrationRecord) -> None: ...
+
+    @abc.abstractmethod
+    def prune_migrations(self, keep: int) -> int:
+        """Forget finished migrations beyond the ``keep`` newest; how many."""
+
     # small key/value settings (topology version, ...)
     @abc.abstractmethod
     def get_meta(self, key: str) -> str | None: ...
@@ -152,6 +174,15 @@ class MetadataTransaction(abc.ABC):
         version = self.topology_version() + 1
         self.set_meta(TOPOLOGY_VERSION_KEY, str(version))
         return version
+
+    def counter(self, key: str) -> int:
+        raw = self.get_meta(key)
+        return int(raw) if raw else 0
+
+    def bump_counter(self, key: str, by: int = 1) -> int:
+        value = self.counter(key) + by
+        self.set_meta(key, str(value))
+        return value
 
 
 class MetadataStore(abc.ABC):
@@ -192,6 +223,14 @@ _SCHEMA = (
         database TEXT NOT NULL, collection TEXT NOT NULL, name TEXT NOT NULL,
         keys TEXT NOT NULL, is_unique INTEGER NOT NULL, is_sparse INTEGER NOT NULL,
         PRIMARY KEY (database, collection, name))""",
+    """CREATE TABLE IF NOT EXISTS migrations (
+        migration_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, chunk_id TEXT NOT NULL,
+        min_key BLOB NOT NULL, max_key BLOB NOT NULL, epoch TEXT NOT NULL,
+        from_shard TEXT NOT NULL, to_shard TEXT NOT NULL, state TEXT NOT NULL,
+        documents INTEGER NOT NULL, started_ms INTEGER NOT NULL,
+        finished_ms INTEGER NOT NULL, error TEXT NOT NULL, seq INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS migrations_by_state ON migrations (state)",
+    "CREATE INDEX IF NOT EXISTS migrations_by_seq ON migrations (seq)",
     """CREATE TABLE IF NOT EXISTS nodes (
         node_id TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
         role INTEGER NOT NULL, priority INTEGER NOT NULL, tags TEXT NOT NULL,
@@ -199,6 +238,30 @@ _SCHEMA = (
 )
 
 _CHUNK_COLUMNS = "chunk_id, namespace, min_key, max_key, min_sort, shard_id, major, minor, jumbo"
+
+
+_MIGRATION_COLUMNS = (
+    "migration_id, namespace, chunk_id, min_key, max_key, epoch, from_shard, to_shard, "
+    "state, documents, started_ms, finished_ms, error"
+)
+
+
+def _migration(row: tuple[Any, ...]) -> MigrationRecord:
+    return MigrationRecord(
+        migration_id=row[0],
+        namespace=row[1],
+        chunk_id=row[2],
+        min_key=bytes(row[3]),
+        max_key=bytes(row[4]),
+        epoch=row[5],
+        from_shard=row[6],
+        to_shard=row[7],
+        state=row[8],
+        documents_migrated=row[9],
+        started_ms=row[10],
+        finished_ms=row[11],
+        error=row[12],
+    )
 
 
 def _chunk(row: tuple[Any, ...]) -> ChunkRecord:
@@ -456,6 +519,24 @@ class SqliteTransaction(MetadataTransaction):
             ],
         )
 
+    def put_chunk(self, chunk: ChunkRecord) -> None:
+        self._write(
+            "UPDATE chunks SET namespace = ?, min_key = ?, max_key = ?, min_sort = ?, "
+            "shard_id = ?, major = ?, minor = ?, version = ?, jumbo = ? WHERE chunk_id = ?",
+            (
+                chunk.namespace,
+                chunk.min_key,
+                chunk.max_key,
+                chunk.min_sort,
+                chunk.shard_id,
+                chunk.major,
+                chunk.minor,
+                combined_version(chunk.major, chunk.minor),
+                int(chunk.jumbo),
+                chunk.chunk_id,
+            ),
+        )
+
     def delete_chunk(self, chunk_id: str) -> None:
         self._write("DELETE FROM chunks WHERE chunk_id = ?", (chunk_id,))
 
@@ -508,6 +589,70 @@ class SqliteTransaction(MetadataTransaction):
 
     def delete_node(self, node_id: str) -> None:
         self._write("DELETE FROM nodes WHERE node_id = ?", (node_id,))
+
+    # migrations
+    def get_migration(self, migration_id: str) -> MigrationRecord | None:
+        row = self._one(
+            f"SELECT {_MIGRATION_COLUMNS} FROM migrations WHERE migration_id = ?",
+            (migration_id,),
+        )
+        return _migration(row) if row else None
+
+    def list_migrations(
+        self, *, states: tuple[str, ...] | None = None, limit: int = 0
+    ) -> list[MigrationRecord]:
+        sql = f"SELECT {_MIGRATION_COLUMNS} FROM migrations"
+        params: list[Any] = []
+        if states is not None:
+            if not states:
+                return []
+            sql += f" WHERE state IN ({', '.join('?' for _ in states)})"
+            params.extend(states)
+        sql += " ORDER BY seq DESC"
+        if limit > 0:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [_migration(r) for r in self._all(sql, tuple(params))]
+
+    def put_migration(self, migration: MigrationRecord) -> None:
+        m = migration
+        self._write(
+            f"INSERT INTO migrations ({_MIGRATION_COLUMNS}, seq) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "COALESCE((SELECT MAX(seq) FROM migrations), 0) + 1) "
+            "ON CONFLICT (migration_id) DO UPDATE SET namespace = excluded.namespace, "
+            "chunk_id = excluded.chunk_id, min_key = excluded.min_key, "
+            "max_key = excluded.max_key, epoch = excluded.epoch, "
+            "from_shard = excluded.from_shard, to_shard = excluded.to_shard, "
+            "state = excluded.state, documents = excluded.documents, "
+            "started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, "
+            "error = excluded.error",
+            (
+                m.migration_id,
+                m.namespace,
+                m.chunk_id,
+                m.min_key,
+                m.max_key,
+                m.epoch,
+                m.from_shard,
+                m.to_shard,
+                m.state,
+                m.documents_migrated,
+                m.started_ms,
+                m.finished_ms,
+                m.error,
+            ),
+        )
+
+    def prune_migrations(self, keep: int) -> int:
+        if not self._writable:
+            raise LauraError(ErrorCode.INTERNAL_ERROR, "write in a read-only metadata snapshot")
+        cur = self._conn.execute(
+            "DELETE FROM migrations WHERE state != 'running' AND seq NOT IN "
+            "(SELECT seq FROM migrations ORDER BY seq DESC LIMIT ?)",
+            (max(keep, 0),),
+        )
+        return int(cur.rowcount)
 
     # meta
     def get_meta(self, key: str) -> str | None:

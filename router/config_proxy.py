@@ -1,9 +1,10 @@
 """ConfigService on the router: every RPC forwarded to the config server unchanged.
 
-Each call has a deadline; the config server's answer is returned as is, its error
-passed through with the same code. After ShardCollection / SplitChunk /
-MigrateChunk / DropCollectionMetadata / DropDatabaseMetadata through this router, the
-cached maps of the namespaces concerned are dropped.
+Each call has a deadline (MigrateChunk: ``MIGRATE_TIMEOUT_S``, as a migration runs
+for as long as the copy takes); the config server's answer is returned as is, its
+error passed through with the same code. After ShardCollection / SplitChunk /
+MigrateChunk / CommitChunkMigration / DropCollectionMetadata / DropDatabaseMetadata
+through this router, the cached maps of the namespaces concerned are dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from lauradb.rpc.server import rpc_method
 from router.config_client import ConfigClient
 from router.routing_cache import RoutingCache
 
-__all__ = ["ConfigProxy"]
+__all__ = ["MIGRATE_TIMEOUT_S", "ConfigProxy"]
+
+MIGRATE_TIMEOUT_S = 600.0
 
 Ctx = aio.ServicerContext[Any, Any]
 
@@ -49,9 +52,32 @@ class ConfigProxy(routing_pb2_grpc.ConfigServiceServicer):
     @rpc_method
     async def MigrateChunk(self, request: Any, context: Ctx) -> Any:
         try:
-            return await self.config.call("MigrateChunk", request)
+            return await self.config.call("MigrateChunk", request, MIGRATE_TIMEOUT_S)
         finally:
             self._drop_chunk(request.chunk_id)
+
+    @rpc_method
+    async def CommitChunkMigration(self, request: Any, context: Ctx) -> Any:
+        try:
+            return await self.config.call("CommitChunkMigration", request)
+        finally:
+            self._drop_chunk(request.chunk_id)
+
+    @rpc_method
+    async def GetMigrationState(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("GetMigrationState", request)
+
+    @rpc_method
+    async def ListMigrations(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("ListMigrations", request)
+
+    @rpc_method
+    async def SetBalancerState(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("SetBalancerState", request)
+
+    @rpc_method
+    async def GetBalancerStatus(self, request: Any, context: Ctx) -> Any:
+        return await self.config.call("GetBalancerStatus", request)
 
     @rpc_method
     async def ShardCollection(self, request: Any, context: Ctx) -> Any:

@@ -7,7 +7,9 @@
   code the shard sent.
 * ``with_stale_retry`` runs an operation against the cached routing table; on
   STALE_CONFIG it refreshes that namespace (single-flight) and retries, at most
-  ``MAX_STALE_RETRIES`` times with a 10 -> 200 ms backoff.
+  ``MAX_STALE_RETRIES`` times with a 10 -> 500 ms backoff: about 10 s of waiting in
+  all, so a write held by a donor's migration critical section (up to ~5 s, then
+  STALE_CONFIG while the commit is still pending) is retried transparently.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ __all__ = ["MAX_STALE_RETRIES", "ShardClient", "is_stale", "stale_backoff"]
 T = TypeVar("T")
 
 DEFAULT_SHARD_TIMEOUT = 10.0
-MAX_STALE_RETRIES = 5
+MAX_STALE_RETRIES = 25
+MAX_STALE_BACKOFF_S = 0.5
 
 
 def is_stale(err: LauraError) -> bool:
@@ -39,8 +42,9 @@ def is_stale(err: LauraError) -> bool:
 
 
 def stale_backoff(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): 10, 20, 40, 80, 160, 200 ms."""
-    return min(0.01 * (2**attempt), 0.2)
+    """Seconds to wait before retry ``attempt`` (0-based): 10, 20, 40, 80, 160, 320,
+    then 500 ms (25 retries: ~10 s in all)."""
+    return min(0.01 * (2 ** min(attempt, 16)), MAX_STALE_BACKOFF_S)
 
 
 class ShardClient:

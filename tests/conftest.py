@@ -24,6 +24,8 @@ import pytest_asyncio
 if TYPE_CHECKING:
     from tests.integration.harness import Cluster
 
+NO_BALANCER = ("--no-balancer",)
+
 HARNESS = "tests.integration.harness"
 LOG_LINES_ON_FAILURE = 80
 _log_marks = pytest.StashKey[dict[int, int]]()
@@ -35,8 +37,11 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Clust
 
     made: list[Cluster] = []
 
-    async def make(shards: int = 3, *, start: bool = True) -> Cluster:
-        created = Cluster(tmp_path / f"cluster{len(made)}", shards=shards)
+    async def make(shards: int = 3, *, start: bool = True, **options: Any) -> Cluster:
+        # The balancer is off unless a test asks for it: placement must not change under
+        # tests that assert it (pass extra_config_args=[...balancer flags...] to enable).
+        options.setdefault("extra_config_args", NO_BALANCER)
+        created = Cluster(tmp_path / f"cluster{len(made)}", shards=shards, **options)
         made.append(created)
         if start:
             await created.start()
@@ -56,7 +61,9 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Clust
 async def session_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
     from tests.integration.harness import Cluster
 
-    shared = Cluster(tmp_path_factory.mktemp("shared-cluster"), shards=3)
+    shared = Cluster(
+        tmp_path_factory.mktemp("shared-cluster"), shards=3, extra_config_args=NO_BALANCER
+    )
     try:
         await shared.start()
         yield shared

@@ -279,14 +279,25 @@ class Proc:
 
 
 class Cluster:
-    """A config server, N shards (``shard0`` ...) and a router, on free ports."""
+    """A config server, N shards (``shard0`` ...) and a router, on free ports.
 
-    def __init__(self, base_dir: Path, shards: int = 3, *, log_level: str = LOG_LEVEL) -> None:
+    ``extra_config_args``: more flags for the config server (e.g. balancer settings).
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        shards: int = 3,
+        *,
+        log_level: str = LOG_LEVEL,
+        extra_config_args: Sequence[str] = (),
+    ) -> None:
         self.base_dir = base_dir
         base_dir.mkdir(parents=True, exist_ok=True)
         config_address = f"{HOST}:{free_port()}"
         self.config = self._proc(
-            "config", "config_server", config_address, "config", log_level
+            "config", "config_server", config_address, "config", log_level,
+            list(extra_config_args),
         )
         self.shards = [
             self._proc(

@@ -453,7 +453,7 @@ async def test_bad_input_error_codes(config_factory: Callable[..., Any]) -> None
         )
         await expect_error(
             config.MigrateChunk(routing_pb2.MigrateChunkRequest(chunk_id=chunk_id)),
-            grpc.StatusCode.UNIMPLEMENTED, ErrorCode.NOT_IMPLEMENTED,
+            grpc.StatusCode.INVALID_ARGUMENT, ErrorCode.BAD_VALUE,
         )
         await expect_error(
             config.RemoveShard(routing_pb2.RemoveShardRequest(shard_id="shard0")),
