@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -14,16 +13,14 @@ from config_server.balancer import (
     DEFAULT_THRESHOLD_CHUNKS,
     BalancerSettings,
 )
-from lauradb.errors import LauraError
-from lauradb.rpc.server import setup_logging
+from lauradb.rpc.process import add_common_args, run_process
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="lauradb-config", description="LauraDB config server (cluster metadata)"
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=27019, help="gRPC port (default 27019)")
+    add_common_args(parser, default_port=27019)
     parser.add_argument("--data-dir", required=True, help="directory of the metadata store")
     parser.add_argument(
         "--heartbeat-timeout",
@@ -56,13 +53,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="start with the balancer disabled (SetBalancerState enables it again)",
     )
-    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus HTTP port")
-    parser.add_argument(
-        "--log-level",
-        default="warning",
-        choices=["debug", "info", "warning", "error", "critical"],
-    )
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
     args = parser.parse_args(argv)
     if args.heartbeat_timeout <= 0:
         parser.error("--heartbeat-timeout must be positive")
@@ -94,15 +84,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
-    try:
-        asyncio.run(_serve(args))
-    except LauraError as err:
-        print(f"lauradb-config: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    return 0
+    return run_process("lauradb-config", args, lambda: _serve(args))
 
 
 if __name__ == "__main__":

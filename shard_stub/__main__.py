@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
-from lauradb.errors import LauraError
-from lauradb.rpc.server import setup_logging
+from lauradb.rpc.process import add_common_args, run_process
 from shard_stub.app import ShardApp
 from shard_stub.migration_settings import MigrationSettings
 
@@ -25,19 +23,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="lauradb-shard", description="LauraDB shard node (documents of owned chunks)"
     )
     parser.add_argument("--shard-id", required=True, help="this shard's id (e.g. shard0)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=27018, help="gRPC port (default 27018)")
+    add_common_args(parser, default_port=27018)
     parser.add_argument("--data-dir", required=True, help="directory of the shard's data")
     parser.add_argument(
         "--config", required=True, type=_address, help="config server address HOST:PORT"
     )
-    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus HTTP port")
-    parser.add_argument(
-        "--log-level",
-        default="warning",
-        choices=["debug", "info", "warning", "error", "critical"],
-    )
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
     defaults = MigrationSettings()
     parser.add_argument(
         "--migration-clone-batch", type=int, default=defaults.clone_batch,
@@ -85,15 +75,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
-    try:
-        asyncio.run(_serve(args))
-    except LauraError as err:
-        print(f"lauradb-shard: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    return 0
+    return run_process("lauradb-shard", args, lambda: _serve(args))
 
 
 if __name__ == "__main__":
