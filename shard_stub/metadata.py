@@ -237,7 +237,10 @@ class ShardMetadata:
     async def _start_load(self, database: str, collection: str) -> NamespaceMetadata:
         ns = namespace_of(database, collection)
         running = self._inflight.get(ns)
-        while running is not None:  # loads of one namespace never overlap
+        # Loads of one namespace never overlap. A finished task may still be listed
+        # (its done-callback has not run yet): awaiting it would not yield to the loop,
+        # so this would spin forever; it is simply replaced below.
+        while running is not None and not running.done():
             try:
                 await asyncio.shield(running)
             except Exception:

@@ -309,3 +309,17 @@ async def test_refresh_many_reloads_cached_and_extra(
     assert {e.namespace for e in out} == {"db.c", "db.d"}
     cached = meta.cached("db", "c")
     assert cached is not None and cached.sharded
+
+
+async def test_refresh_does_not_spin_on_a_finished_load_still_listed(
+    meta: ShardMetadata, config: FakeConfig
+) -> None:
+    """Regression: a load that finished but whose done-callback has not run yet is
+    still in the in-flight table; a refresh at that moment used to spin forever
+    (awaiting a finished task never yields to the loop that runs the callback)."""
+    await meta.check("db", "c", version(unsharded=True))
+    finished: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    finished.set_result(None)
+    meta._inflight["db.c"] = finished  # type: ignore[assignment]
+    entry = await asyncio.wait_for(meta.refresh("db", "c"), timeout=5)
+    assert not entry.sharded and config.calls == 2
