@@ -8,11 +8,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import engine, indexes
+from bench import engine, indexes, migration
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
     "engine": engine.run,
     "indexes": indexes.run,
+    "migration": migration.run,
 }
 
 
