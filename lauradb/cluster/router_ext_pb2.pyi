@@ -465,3 +465,47 @@ class GetBalancerStatusResponse(_message.Message):
     last_error: str
     error: _error_pb2.Error
     def __init__(self, enabled: _Optional[bool] = ..., rounds: _Optional[int] = ..., splits: _Optional[int] = ..., migrations_committed: _Optional[int] = ..., migrations_failed: _Optional[int] = ..., in_progress: _Optional[_Iterable[_Union[MigrationInfo, _Mapping]]] = ..., jumbo_chunks: _Optional[_Iterable[str]] = ..., last_error: _Optional[str] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class MovePrimaryConfigRequest(_message.Message):
+    __slots__ = ("database", "to_shard")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    TO_SHARD_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    to_shard: str
+    def __init__(self, database: _Optional[str] = ..., to_shard: _Optional[str] = ...) -> None: ...
+
+class MovePrimaryConfigResponse(_message.Message):
+    __slots__ = ("success", "from_shard", "to_shard", "collections_moved", "documents_moved", "error")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    FROM_SHARD_FIELD_NUMBER: _ClassVar[int]
+    TO_SHARD_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_MOVED_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_MOVED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    from_shard: str
+    to_shard: str
+    collections_moved: _containers.RepeatedScalarFieldContainer[str]
+    documents_moved: int
+    error: _error_pb2.Error
+    def __init__(self, success: _Optional[bool] = ..., from_shard: _Optional[str] = ..., to_shard: _Optional[str] = ..., collections_moved: _Optional[_Iterable[str]] = ..., documents_moved: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class CommitMovePrimaryRequest(_message.Message):
+    __slots__ = ("database", "from_shard", "to_shard", "operation_id")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    FROM_SHARD_FIELD_NUMBER: _ClassVar[int]
+    TO_SHARD_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    from_shard: str
+    to_shard: str
+    operation_id: str
+    def __init__(self, database: _Optional[str] = ..., from_shard: _Optional[str] = ..., to_shard: _Optional[str] = ..., operation_id: _Optional[str] = ...) -> None: ...
+
+class CommitMovePrimaryResponse(_message.Message):
+    __slots__ = ("committed", "error")
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    committed: bool
+    error: _error_pb2.Error
+    def __init__(self, committed: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...

@@ -848,6 +848,16 @@ class ConfigServiceStub:
                 request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusRequest.SerializeToString,
                 response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusResponse.FromString,
                 _registered_method=True)
+        self.MovePrimary = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/MovePrimary',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.MovePrimaryConfigRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.MovePrimaryConfigResponse.FromString,
+                _registered_method=True)
+        self.CommitMovePrimary = channel.unary_unary(
+                '/lauradb.cluster.ConfigService/CommitMovePrimary',
+                request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.CommitMovePrimaryRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.CommitMovePrimaryResponse.FromString,
+                _registered_method=True)
 
 
 class ConfigServiceServicer:
@@ -970,6 +980,18 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MovePrimary(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitMovePrimary(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1067,6 +1089,16 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     servicer.GetBalancerStatus,
                     request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusRequest.FromString,
                     response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusResponse.SerializeToString,
+            ),
+            'MovePrimary': grpc.unary_unary_rpc_method_handler(
+                    servicer.MovePrimary,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.MovePrimaryConfigRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.MovePrimaryConfigResponse.SerializeToString,
+            ),
+            'CommitMovePrimary': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitMovePrimary,
+                    request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.CommitMovePrimaryRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.CommitMovePrimaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1582,6 +1614,60 @@ class ConfigService:
             '/lauradb.cluster.ConfigService/GetBalancerStatus',
             lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusRequest.SerializeToString,
             lauradb_dot_cluster_dot_router__ext__pb2.GetBalancerStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MovePrimary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/MovePrimary',
+            lauradb_dot_cluster_dot_router__ext__pb2.MovePrimaryConfigRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.MovePrimaryConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitMovePrimary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ConfigService/CommitMovePrimary',
+            lauradb_dot_cluster_dot_router__ext__pb2.CommitMovePrimaryRequest.SerializeToString,
+            lauradb_dot_cluster_dot_router__ext__pb2.CommitMovePrimaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

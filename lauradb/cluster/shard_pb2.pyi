@@ -567,3 +567,65 @@ class MigrationStatusResponse(_message.Message):
     pending_range_deletions: _containers.RepeatedScalarFieldContainer[str]
     error: _error_pb2.Error
     def __init__(self, migrations: _Optional[_Iterable[_Union[MigrationProgress, _Mapping]]] = ..., pending_range_deletions: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class MovePrimaryRequest(_message.Message):
+    __slots__ = ("database", "to_shard_id", "to_host", "to_port", "operation_id")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    TO_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_HOST_FIELD_NUMBER: _ClassVar[int]
+    TO_PORT_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    to_shard_id: str
+    to_host: str
+    to_port: int
+    operation_id: str
+    def __init__(self, database: _Optional[str] = ..., to_shard_id: _Optional[str] = ..., to_host: _Optional[str] = ..., to_port: _Optional[int] = ..., operation_id: _Optional[str] = ...) -> None: ...
+
+class MovePrimaryResponse(_message.Message):
+    __slots__ = ("collections_moved", "documents_moved", "error")
+    COLLECTIONS_MOVED_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_MOVED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    collections_moved: _containers.RepeatedScalarFieldContainer[str]
+    documents_moved: int
+    error: _error_pb2.Error
+    def __init__(self, collections_moved: _Optional[_Iterable[str]] = ..., documents_moved: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class ReceivePrimaryRequest(_message.Message):
+    __slots__ = ("database", "collections", "from_shard_id", "from_host", "from_port", "operation_id")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    FROM_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_HOST_FIELD_NUMBER: _ClassVar[int]
+    FROM_PORT_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    from_shard_id: str
+    from_host: str
+    from_port: int
+    operation_id: str
+    def __init__(self, database: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ..., from_shard_id: _Optional[str] = ..., from_host: _Optional[str] = ..., from_port: _Optional[int] = ..., operation_id: _Optional[str] = ...) -> None: ...
+
+class ReceivePrimaryResponse(_message.Message):
+    __slots__ = ("documents_cloned", "error")
+    DOCUMENTS_CLONED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    documents_cloned: int
+    error: _error_pb2.Error
+    def __init__(self, documents_cloned: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class CloneCollectionPageRequest(_message.Message):
+    __slots__ = ("database", "collection", "after_id_key", "batch_size", "operation_id")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_KEY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    collection: str
+    after_id_key: bytes
+    batch_size: int
+    operation_id: str
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., after_id_key: _Optional[bytes] = ..., batch_size: _Optional[int] = ..., operation_id: _Optional[str] = ...) -> None: ...

@@ -164,6 +164,21 @@ class ShardServiceStub:
                 request_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrationStatusRequest.SerializeToString,
                 response_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrationStatusResponse.FromString,
                 _registered_method=True)
+        self.MovePrimary = channel.unary_unary(
+                '/lauradb.cluster.ShardService/MovePrimary',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.MovePrimaryRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.MovePrimaryResponse.FromString,
+                _registered_method=True)
+        self.ReceivePrimary = channel.unary_unary(
+                '/lauradb.cluster.ShardService/ReceivePrimary',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.ReceivePrimaryRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.ReceivePrimaryResponse.FromString,
+                _registered_method=True)
+        self.CloneCollectionPage = channel.unary_unary(
+                '/lauradb.cluster.ShardService/CloneCollectionPage',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.CloneCollectionPageRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrateCloneResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServiceServicer:
@@ -333,6 +348,28 @@ class ShardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MovePrimary(self, request, context):
+        """Moving a database's primary (its unsharded collections) to another shard.
+        config -> old primary: MovePrimary (blocks writes to the database's unsharded
+        collections, has the new primary clone them, commits on the config server).
+        new primary -> old primary: CloneCollectionPage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceivePrimary(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloneCollectionPage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -465,6 +502,21 @@ def add_ShardServiceServicer_to_server(servicer, server):
                     servicer.MigrationStatus,
                     request_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrationStatusRequest.FromString,
                     response_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrationStatusResponse.SerializeToString,
+            ),
+            'MovePrimary': grpc.unary_unary_rpc_method_handler(
+                    servicer.MovePrimary,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.MovePrimaryRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.MovePrimaryResponse.SerializeToString,
+            ),
+            'ReceivePrimary': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceivePrimary,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.ReceivePrimaryRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.ReceivePrimaryResponse.SerializeToString,
+            ),
+            'CloneCollectionPage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloneCollectionPage,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.CloneCollectionPageRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrateCloneResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1169,6 +1221,87 @@ class ShardService:
             '/lauradb.cluster.ShardService/MigrationStatus',
             lauradb_dot_cluster_dot_shard__pb2.MigrationStatusRequest.SerializeToString,
             lauradb_dot_cluster_dot_shard__pb2.MigrationStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MovePrimary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/MovePrimary',
+            lauradb_dot_cluster_dot_shard__pb2.MovePrimaryRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.MovePrimaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceivePrimary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/ReceivePrimary',
+            lauradb_dot_cluster_dot_shard__pb2.ReceivePrimaryRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.ReceivePrimaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloneCollectionPage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/CloneCollectionPage',
+            lauradb_dot_cluster_dot_shard__pb2.CloneCollectionPageRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.MigrateCloneResponse.FromString,
             options,
             channel_credentials,
             insecure,
