@@ -12,6 +12,7 @@ from config_server.cluster_service import ClusterService
 from config_server.config_service import ConfigService
 from config_server.failure_detector import FailureDetector
 from config_server.migrations import Migrator
+from config_server.move_primary import PrimaryMover
 from config_server.shard_notifier import ShardNotifier
 from config_server.shard_removal import ShardRemoval
 from config_server.shard_rpc import ShardRpc
@@ -45,9 +46,13 @@ class ConfigServerApp:
         self.detector = FailureDetector(self.catalog, timeout=heartbeat_timeout)
         self.shard_rpc = ShardRpc(self.pool)
         self.migrator = Migrator(self.catalog, self.notifier, self.shard_rpc)
-        self.removal = ShardRemoval(self.catalog, lambda sid: self.balancer.blocked_databases(sid))
+        self.mover = PrimaryMover(self.catalog, self.notifier, self.shard_rpc)
+        self.removal = ShardRemoval(
+            self.catalog, lambda sid: self.balancer.blocked_databases(sid), moves_primaries=True
+        )
         self.balancer = Balancer(
-            self.catalog, self.migrator, self.notifier, self.shard_rpc, self.removal, balancer
+            self.catalog, self.migrator, self.notifier, self.shard_rpc, self.removal, balancer,
+            self.mover,
         )
         metrics.track_topology_version(self.catalog.topology_version)
         self.server = RpcServer(
@@ -61,7 +66,8 @@ class ConfigServerApp:
         self.server.add_service(
             routing_pb2_grpc.add_ConfigServiceServicer_to_server,
             ConfigService(
-                self.catalog, self.notifier, self.migrator, self.balancer, self.removal
+                self.catalog, self.notifier, self.migrator, self.balancer, self.removal,
+                self.mover,
             ),
             CONFIG_SERVICE,
         )

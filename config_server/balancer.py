@@ -3,8 +3,13 @@
 Every ``interval`` seconds while enabled (SetBalancerState, persisted; ``--no-balancer``
 starts it disabled), one round:
 
-1. databases whose primary shard is draining get another primary when that shard
-   holds no unsharded data of theirs (else they block the removal);
+1. databases whose primary shard is draining get another primary: at once when that
+   shard holds no unsharded data of theirs; otherwise by movePrimary (``PrimaryMover``,
+   one database at a time, to the non-draining shard with the fewest databases) once
+   the shard has no chunks left and ``primary_move_delay`` seconds have passed since
+   (the move blocks the database's unsharded writes while it copies them, so it comes
+   last; the delay leaves the operator time to move it elsewhere by hand). Without a
+   mover such databases block the removal;
 2. auto-split: each chunk owner reports ``ChunkStats``; a chunk over
    ``chunk_size_bytes`` is split at the median the owner's ``SplitVector`` gives,
    or marked jumbo when it cannot be split (one key value): never retried while
@@ -32,6 +37,7 @@ from config_server import balancer_policy, metrics
 from config_server.catalog import AUTO_SPLITS_KEY, Catalog
 from config_server.migrations import Migrator
 from config_server.model import ChunkRecord, CollectionRecord, MigrationRecord, ShardRecord
+from config_server.move_primary import PrimaryMover
 from config_server.shard_notifier import ShardNotifier
 from config_server.shard_removal import ShardRemoval
 from config_server.shard_rpc import ShardRpc
@@ -44,6 +50,7 @@ DEFAULT_INTERVAL_S = 10.0
 DEFAULT_CHUNK_SIZE_BYTES = 1024 * 1024
 DEFAULT_THRESHOLD_CHUNKS = 2
 FAILED_COOLDOWN_S = 5.0  # at least; a chunk whose migration failed waits 5 rounds
+DEFAULT_PRIMARY_MOVE_DELAY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ class BalancerSettings:
     chunk_size_bytes: int = DEFAULT_CHUNK_SIZE_BYTES
     threshold: int = DEFAULT_THRESHOLD_CHUNKS  # chunks (see balancer_policy)
     start_enabled: bool = True
+    primary_move_delay: float = DEFAULT_PRIMARY_MOVE_DELAY_S
 
 
 @dataclass(frozen=True)
@@ -91,8 +99,10 @@ class Balancer:
         rpc: ShardRpc,
         removal: ShardRemoval,
         settings: BalancerSettings | None = None,
+        mover: PrimaryMover | None = None,
     ) -> None:
         self.catalog = catalog
+        self.mover = mover
         self.migrator = migrator
         self.notifier = notifier
         self.rpc = rpc
@@ -104,6 +114,8 @@ class Balancer:
         self.last_error = ""
         self.blocked: dict[str, list[str]] = {}  # draining shard -> databases it blocks on
         self._avoid_until: dict[str, float] = {}  # chunk id -> monotonic time
+        self._chunk_free_since: dict[str, float] = {}  # draining shard -> monotonic time
+        self._primary_retry_at: dict[str, float] = {}  # database -> monotonic time
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         with catalog.store.transaction() as tx:
@@ -190,6 +202,9 @@ class Balancer:
         by_id = {s.shard_id: s for s in shards}
         draining = {s.shard_id for s in shards if s.draining}
         self.blocked = {k: v for k, v in self.blocked.items() if k in draining}
+        self._chunk_free_since = {
+            k: v for k, v in self._chunk_free_since.items() if k in draining
+        }
         for shard_id in sorted(draining):
             await self._drain_primaries(by_id[shard_id], report)
         collections = self.catalog.list_collections()
@@ -216,23 +231,7 @@ class Balancer:
         blocked: list[str] = []
         for view in views:
             name = view.database.name
-            try:
-                names = await self.rpc.list_collections(shard, name)
-            except LauraError as err:
-                log.info(
-                    "draining %s: cannot list collections of %s: %s", shard.shard_id, name, err
-                )
-                blocked.append(name)
-                continue
-            sharded = set(view.sharded_collections)
-            holding = False
-            for coll in names:
-                if coll in sharded or coll.startswith("system."):
-                    continue
-                count = await self.notifier.count_documents(shard, name, coll)
-                if count is None or count > 0:
-                    holding = True
-                    break
+            holding = await self._holds_unsharded_data(shard, name, set(view.sharded_collections))
             if holding:
                 blocked.append(name)
                 continue
@@ -245,10 +244,77 @@ class Balancer:
                 s for s in self.catalog.list_shards() if s.shard_id in (shard.shard_id, target)
             ]
             await self.notifier.refresh(targets, name, "")
+        if blocked and self.mover is not None and self._may_move_primaries(shard):
+            moved = await self._move_primary(blocked[0], shard, report)
+            if moved:
+                blocked = blocked[1:]
         if blocked:
             self.blocked[shard.shard_id] = blocked
         else:
             self.blocked.pop(shard.shard_id, None)
+
+    async def _holds_unsharded_data(
+        self, shard: ShardRecord, database: str, sharded: set[str]
+    ) -> bool:
+        """Whether the shard holds documents of unsharded collections of the database
+        (True when it cannot tell)."""
+        try:
+            names = await self.rpc.list_collections(shard, database)
+        except LauraError as err:
+            log.info(
+                "draining %s: cannot list collections of %s: %s", shard.shard_id, database, err
+            )
+            return True
+        for coll in names:
+            if coll in sharded or coll.startswith("system."):
+                continue
+            count = await self.notifier.count_documents(shard, database, coll)
+            if count is None or count > 0:
+                return True
+        return False
+
+    def _may_move_primaries(self, shard: ShardRecord) -> bool:
+        """movePrimary off a draining shard: once its chunks are gone (and no migration
+        involves it) for ``primary_move_delay`` seconds."""
+        now = time.monotonic()
+        busy = shard.shard_id in self.migrator.busy_shards()
+        if busy or self.catalog.list_chunks(shard_id=shard.shard_id):
+            self._chunk_free_since.pop(shard.shard_id, None)
+            return False
+        since = self._chunk_free_since.setdefault(shard.shard_id, now)
+        return now - since >= self.settings.primary_move_delay
+
+    async def _move_primary(self, database: str, shard: ShardRecord, report: RoundReport) -> bool:
+        assert self.mover is not None
+        now = time.monotonic()
+        if self._primary_retry_at.get(database, 0.0) > now:
+            return False
+        candidates = [s.shard_id for s in self.catalog.list_shards() if not s.draining]
+        if not candidates:
+            return False
+        load = dict.fromkeys(candidates, 0)
+        for view in self.catalog.list_databases():
+            if view.database.primary_shard in load:
+                load[view.database.primary_shard] += 1
+        target = min(candidates, key=lambda s: (load[s], s))
+        try:
+            result = await self.mover.move(database, target)
+        except LauraError as err:
+            report.errors.append(f"movePrimary of {database} to {target}: {err}")
+            log.warning("draining %s: movePrimary of %s to %s failed: %s",
+                        shard.shard_id, database, target, err)
+            self._primary_retry_at[database] = now + max(
+                FAILED_COOLDOWN_S, 5 * self.settings.interval
+            )
+            return False
+        self._primary_retry_at.pop(database, None)
+        report.primaries_moved += 1
+        log.info(
+            "database %s: primary shard %s -> %s by movePrimary (draining; %d collection(s), "
+            "%d document(s))", database, shard.shard_id, target, len(result.collections),
+            result.documents,
+        )
+        return True
 
     async def _auto_split(
         self, coll: CollectionRecord, by_id: dict[str, ShardRecord], report: RoundReport

@@ -13,6 +13,7 @@ from config_server.balancer import Balancer
 from config_server.catalog import Catalog, DroppedNamespaces
 from config_server.migrations import Migrator
 from config_server.model import HASH, IndexRecord, MigrationRecord, combined_version
+from config_server.move_primary import PrimaryMover
 from config_server.shard_notifier import ShardNotifier
 from config_server.shard_removal import STARTED, ShardRemoval
 from lauradb.bsonkit.codec import decode_document, encode_document
@@ -65,8 +66,10 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
         migrator: Migrator,
         balancer: Balancer,
         removal: ShardRemoval,
+        mover: PrimaryMover | None = None,
     ) -> None:
         self.catalog = catalog
+        self.mover = mover or PrimaryMover(catalog, notifier, migrator.rpc)
         self.notifier = notifier
         self.migrator = migrator
         self.balancer = balancer
@@ -113,6 +116,28 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
             remaining_chunks=status.remaining_chunks,
             remaining_databases=status.remaining_databases,
         )
+
+    @rpc_method
+    async def MovePrimary(
+        self, request: router_ext_pb2.MovePrimaryConfigRequest, context: Context
+    ) -> router_ext_pb2.MovePrimaryConfigResponse:
+        result = await self.mover.move(request.database, request.to_shard)
+        return router_ext_pb2.MovePrimaryConfigResponse(
+            success=True,
+            from_shard=result.move.from_shard,
+            to_shard=result.move.to_shard,
+            collections_moved=result.collections,
+            documents_moved=result.documents,
+        )
+
+    @rpc_method
+    async def CommitMovePrimary(
+        self, request: router_ext_pb2.CommitMovePrimaryRequest, context: Context
+    ) -> router_ext_pb2.CommitMovePrimaryResponse:
+        committed = await self.mover.commit(
+            request.database, request.from_shard, request.to_shard, request.operation_id
+        )
+        return router_ext_pb2.CommitMovePrimaryResponse(committed=committed)
 
     @rpc_method
     async def SplitChunk(

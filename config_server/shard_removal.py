@@ -2,8 +2,8 @@
 
 The first call marks the shard draining ("started"); the balancer then moves its
 chunks to the emptiest other shards and hands its databases to other primaries
-(only databases without unsharded data on it: moving unsharded collections, i.e.
-movePrimary, is not supported yet). Later calls report "ongoing" with what remains;
+(databases with unsharded data on it by movePrimary, once its chunks are drained:
+see ``balancer`` and ``move_primary``). Later calls report "ongoing" with what remains;
 once it owns no chunk, is primary of no database and takes part in no migration,
 the call removes it ("completed"). A shard owning nothing is removed at once.
 Removing the last (non-draining) shard is refused: ILLEGAL_OPERATION.
@@ -35,11 +35,18 @@ class RemovalStatus:
 
 class ShardRemoval:
     def __init__(
-        self, catalog: Catalog, blocked_databases: Callable[[str], list[str]] | None = None
+        self,
+        catalog: Catalog,
+        blocked_databases: Callable[[str], list[str]] | None = None,
+        *,
+        moves_primaries: bool = False,
     ) -> None:
+        """``moves_primaries``: the balancer has a ``PrimaryMover`` (the server always
+        does); without one, databases with unsharded data block the removal."""
         self.catalog = catalog
         self.store = catalog.store
         self._blocked = blocked_databases or (lambda shard_id: [])
+        self.moves_primaries = moves_primaries
 
     def request(self, shard_id: str) -> RemovalStatus:
         """One RemoveShard call: start draining, report progress, or complete."""
@@ -86,10 +93,16 @@ class ShardRemoval:
                 "move them with MigrateChunk"
             )
         blocked = [d for d in self._blocked(shard_id) if d in databases]
-        if blocked:
+        if blocked and self.moves_primaries:
             message += (
                 f"; database(s) {', '.join(blocked)} hold unsharded collections on this "
-                "shard and movePrimary is not supported yet: drop or shard them"
+                "shard: the balancer moves their primary (movePrimary) to another shard "
+                "once its chunks are drained (or run MovePrimary to choose the shard)"
+            )
+        elif blocked:
+            message += (
+                f"; database(s) {', '.join(blocked)} hold unsharded collections on this "
+                "shard and movePrimary is not supported by this balancer: drop or shard them"
             )
         return RemovalStatus(
             shard_id,

@@ -77,6 +77,17 @@ class ShardRpc:
         resp: shard_pb2.MoveRangeResponse = await self._call(donor, "MoveRange", request, timeout)
         return resp
 
+    async def move_primary(
+        self,
+        old_primary: ShardRecord,
+        request: shard_pb2.MovePrimaryRequest,
+        timeout: float = MOVE_RANGE_TIMEOUT_S,
+    ) -> shard_pb2.MovePrimaryResponse:
+        resp: shard_pb2.MovePrimaryResponse = await self._call(
+            old_primary, "MovePrimary", request, timeout
+        )
+        return resp
+
     async def abort_receive(self, recipient: ShardRecord, migration_id: str) -> bool:
         """Best effort RecvChunkAbort; whether the recipient confirmed."""
         request = shard_pb2.RecvChunkControlRequest(migration_id=migration_id)

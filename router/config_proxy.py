@@ -3,8 +3,9 @@
 Each call has a deadline (MigrateChunk: ``MIGRATE_TIMEOUT_S``, as a migration runs
 for as long as the copy takes); the config server's answer is returned as is, its
 error passed through with the same code. After ShardCollection / SplitChunk /
-MigrateChunk / CommitChunkMigration / DropCollectionMetadata / DropDatabaseMetadata
-through this router, the cached maps of the namespaces concerned are dropped.
+MigrateChunk / CommitChunkMigration / MovePrimary / CommitMovePrimary /
+DropCollectionMetadata / DropDatabaseMetadata through this router, the cached maps of
+the namespaces concerned are dropped.
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ class ConfigProxy(routing_pb2_grpc.ConfigServiceServicer):
             return await self.config.call("CommitChunkMigration", request)
         finally:
             self._drop_chunk(request.chunk_id)
+
+    @rpc_method
+    async def MovePrimary(self, request: Any, context: Ctx) -> Any:
+        try:
+            return await self.config.call("MovePrimary", request, MIGRATE_TIMEOUT_S)
+        finally:
+            self.cache.invalidate_database(request.database)
+
+    @rpc_method
+    async def CommitMovePrimary(self, request: Any, context: Ctx) -> Any:
+        try:
+            return await self.config.call("CommitMovePrimary", request)
+        finally:
+            self.cache.invalidate_database(request.database)
 
     @rpc_method
     async def GetMigrationState(self, request: Any, context: Ctx) -> Any:

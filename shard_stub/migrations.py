@@ -21,6 +21,7 @@ from shard_stub.migration_donor import MigrationDonor
 from shard_stub.migration_recipient import EnsureIndexes, MigrationRecipient
 from shard_stub.migration_settings import MigrationSettings
 from shard_stub.migration_store import MigrationStore
+from shard_stub.move_primary import PrimaryMoves
 from shard_stub.range_deleter import RangeDeleter
 from shard_stub.storage import ShardStorage
 
@@ -54,6 +55,7 @@ class Migrations:
         self.recipient = MigrationRecipient(
             shard_id, storage, metadata, self.store, self.deleter, pool, self.config, s
         )
+        self.primary = PrimaryMoves(shard_id, storage, metadata, cursors, pool, config_address)
         self._opened = False
 
     @property
@@ -67,6 +69,8 @@ class Migrations:
         """The address other shards reach this one at (sent to recipients)."""
         self.donor.host = host
         self.donor.port = port
+        self.primary.host = host
+        self.primary.port = port
 
     async def open(self) -> None:
         """Open the state store and recover interrupted migrations (before serving)."""

@@ -110,6 +110,8 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         self.write_wait_s = migrations.write_wait_s if migrations else DEFAULT_WRITE_WAIT_S
         if migrations is not None:
             migrations.set_ensure_indexes(self.ensure_recorded_indexes)
+            migrations.primary.ensure_indexes = self.ensure_recorded_indexes
+            migrations.primary.index_from_spec = index_from_spec
 
     def _migrations(self) -> Migrations:
         if self.migrations is None:
@@ -270,15 +272,29 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
 
     @rpc_method
     async def Insert(self, request: shard_pb2.ShardInsertRequest, context: Ctx) -> Any:
-        return await run_unblocked(lambda: self._insert(request), self.write_wait_s)
+        return await run_unblocked(
+            lambda: self._primary_guarded(request, self._insert), self.write_wait_s
+        )
 
     @rpc_method
     async def Update(self, request: shard_pb2.ShardUpdateRequest, context: Ctx) -> Any:
-        return await run_unblocked(lambda: self._update(request), self.write_wait_s)
+        return await run_unblocked(
+            lambda: self._primary_guarded(request, self._update), self.write_wait_s
+        )
 
     @rpc_method
     async def Delete(self, request: shard_pb2.ShardDeleteRequest, context: Ctx) -> Any:
-        return await run_unblocked(lambda: self._delete(request), self.write_wait_s)
+        return await run_unblocked(
+            lambda: self._primary_guarded(request, self._delete), self.write_wait_s
+        )
+
+    async def _primary_guarded(self, request: Any, op: Callable[[Any], Awaitable[Any]]) -> Any:
+        """An unsharded write waits while a movePrimary of its database copies it."""
+        if self.migrations is None:
+            return await op(request)
+        return await self.migrations.primary.guarded(
+            request.database, request.version, lambda: op(request)
+        )
 
     async def _insert(self, request: shard_pb2.ShardInsertRequest) -> Any:
         ns, meta, owned = await self._placement(
@@ -536,3 +552,26 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         self, request: shard_pb2.MigrationStatusRequest, context: Ctx
     ) -> Any:
         return self._migrations().status()
+
+    # ------------------------------------------------------------------ movePrimary
+
+    @rpc_method
+    async def MovePrimary(self, request: shard_pb2.MovePrimaryRequest, context: Ctx) -> Any:
+        check_namespace(request.database, "-")
+        return await self._migrations().primary.move(request)
+
+    @rpc_method
+    async def ReceivePrimary(
+        self, request: shard_pb2.ReceivePrimaryRequest, context: Ctx
+    ) -> Any:
+        check_namespace(request.database, "-")
+        for coll in request.collections:
+            check_namespace(request.database, coll)
+        return await self._migrations().primary.receive(request)
+
+    @rpc_method
+    async def CloneCollectionPage(
+        self, request: shard_pb2.CloneCollectionPageRequest, context: Ctx
+    ) -> Any:
+        check_namespace(request.database, request.collection)
+        return await asyncio.to_thread(self._migrations().primary.clone_page, request)

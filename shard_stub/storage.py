@@ -1073,6 +1073,18 @@ class ShardStorage:
         out.sort()
         return out
 
+    def id_page(self, ns: str, after: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` ``(id_key, BSON)`` rows with ``id_key > after``, in key order."""
+        c = self._catalog.get(ns)
+        if c is None:
+            return []
+        with self._rlock:
+            rows = self._reader().execute(
+                f"SELECT id_key, doc FROM {c.table} WHERE id_key > ? ORDER BY id_key LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
     def rows_by_id(
         self, ns: str, id_keys: Sequence[bytes], *, writer: bool = False
     ) -> dict[bytes, tuple[bytes | None, bytes]]:
