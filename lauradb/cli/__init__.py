@@ -1,0 +1,1 @@
+"""``lauradb``: the admin command line (shards, collections, chunks, balancer, data)."""

@@ -1,0 +1,37 @@
+"""A synchronous connection to the router: RouterService and ConfigService stubs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from lauradb.cluster import routing_pb2_grpc
+from lauradb.rpc.errors import from_rpc_error
+
+
+class Client:
+    """Calls the router with a deadline; a failed call raises the LauraError it carried."""
+
+    def __init__(self, address: str, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(address)
+        self.router = routing_pb2_grpc.RouterServiceStub(self._channel)
+        self.config = routing_pb2_grpc.ConfigServiceStub(self._channel)
+
+    def call(self, method: Any, request: Any) -> Any:
+        """``method(request)`` with the deadline; grpc errors become LauraError."""
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, target=self.address) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
