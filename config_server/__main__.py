@@ -13,7 +13,7 @@ from config_server.balancer import (
     DEFAULT_THRESHOLD_CHUNKS,
     BalancerSettings,
 )
-from lauradb.rpc.process import add_common_args, run_process
+from lauradb.rpc.process import add_common_args, parse_with_sources, run_process
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -53,7 +53,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="start with the balancer disabled (SetBalancerState enables it again)",
     )
-    args = parser.parse_args(argv)
+    args = parse_with_sources(parser, argv)
     if args.heartbeat_timeout <= 0:
         parser.error("--heartbeat-timeout must be positive")
     if args.balancer_interval <= 0:

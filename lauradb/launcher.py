@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,16 @@ from lauradb.rpc.server import wait_for_health
 PROG = "lauradb-cluster"
 STOP_TIMEOUT = 10.0
 ADD_SHARD_TIMEOUT = 10.0
+
+
+def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The launcher's environment without LAURADB_* settings.
+
+    The launcher gives every child its flags explicitly; a LAURADB_* variable or a
+    LAURADB_CONFIG_FILE meant for one role (say a shard's id) must not reach the others.
+    """
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if not k.startswith("LAURADB_")}
 
 
 class LaunchError(Exception):
@@ -126,7 +137,9 @@ async def spawn(spec: ProcessSpec, log_level: str) -> Child:
         spec.data_dir.mkdir(parents=True, exist_ok=True)
     # Own process group: a terminal's Ctrl-C reaches only the launcher, which then
     # stops the children in order.
-    proc = await asyncio.create_subprocess_exec(*spec.argv(log_level), process_group=0)
+    proc = await asyncio.create_subprocess_exec(
+        *spec.argv(log_level), process_group=0, env=child_environment()
+    )
     return Child(spec, proc)
 
 

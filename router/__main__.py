@@ -6,7 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lauradb.rpc.process import add_common_args, require_positive, run_process
+from lauradb.rpc.process import (
+    add_common_args,
+    parse_with_sources,
+    require_positive,
+    run_process,
+)
 from router.app import RouterApp
 from router.config_client import DEFAULT_CONFIG_TIMEOUT
 from router.context import DEFAULT_MEMORY_LIMIT
@@ -46,7 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_MEMORY_LIMIT // (1024 * 1024),
         help="memory limit of a blocking aggregation stage at the router, in MiB",
     )
-    args = parser.parse_args(argv)
+    args = parse_with_sources(parser, argv)
     if ":" not in args.config:
         parser.error("--config must be HOST:PORT")
     require_positive(parser, args, "shard_timeout", "config_timeout", "cursor_timeout", "memory_limit_mb")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lauradb.rpc.process import add_common_args, run_process
+from lauradb.rpc.process import add_common_args, parse_with_sources, run_process
 from shard_stub.app import ShardApp
 from shard_stub.migration_settings import MigrationSettings
 
@@ -24,6 +24,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--shard-id", required=True, help="this shard's id (e.g. shard0)")
     add_common_args(parser, default_port=27018)
+    parser.add_argument(
+        "--advertise-host",
+        default=None,
+        metavar="HOST",
+        help="the host name other processes reach this shard at, registered with the config "
+        "server (default: --host, or the machine's host name when --host is 0.0.0.0 or ::)",
+    )
     parser.add_argument("--data-dir", required=True, help="directory of the shard's data")
     parser.add_argument(
         "--config", required=True, type=_address, help="config server address HOST:PORT"
@@ -43,9 +50,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds a write blocked by a migration's critical section waits before "
         f"failing with a retryable STALE_CONFIG (default {defaults.write_wait_s:g})",
     )
-    args = parser.parse_args(argv)
+    args = parse_with_sources(parser, argv)
     if not args.shard_id.strip():
         parser.error("--shard-id must not be empty")
+    if args.advertise_host is not None and not args.advertise_host.strip():
+        parser.error("--advertise-host must not be empty")
     if not 0 <= args.port < 65536:
         parser.error("--port must be in 0..65535")
     if args.migration_clone_batch <= 0:
@@ -59,6 +68,7 @@ async def _serve(args: argparse.Namespace) -> None:
     app = ShardApp(
         shard_id=args.shard_id,
         host=args.host,
+        advertise_host=args.advertise_host,
         port=args.port,
         data_dir=args.data_dir,
         config_address=args.config,

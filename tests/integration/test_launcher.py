@@ -155,3 +155,10 @@ async def test_child_death_stops_the_rest(tmp_path: Path, launches: list[Launche
     assert run.wait_exit() != 0
     assert "shard1" in run.output().split("cluster ready", 1)[1]
     assert all(pid_gone(pid) for pid in children.values()), run.output()
+
+
+def test_children_do_not_inherit_lauradb_settings() -> None:
+    from lauradb.launcher import child_environment
+
+    env = child_environment({"PATH": "/bin", "LAURADB_SHARD_ID": "x", "LAURADB_CONFIG_FILE": "f"})
+    assert env == {"PATH": "/bin"}
