@@ -17,6 +17,7 @@ from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.channels import ChannelPool
 from lauradb.rpc.errors import from_rpc_error
 from lauradb.rpc.server import RpcServer
+from shard_stub import metrics
 from shard_stub.cursors import CursorManager
 from shard_stub.membership import Membership
 from shard_stub.metadata import FetchShardMap, ShardMetadata
@@ -98,8 +99,11 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
-def advertised_host(host: str) -> str:
-    """The address other processes use to reach us (``0.0.0.0`` -> the host name)."""
+def advertised_host(host: str, advertise: str | None = None) -> str:
+    """The address other processes use to reach us: ``advertise`` (--advertise-host) when
+    given, else the bind host (``0.0.0.0``/``::`` -> the machine's host name)."""
+    if advertise:
+        return advertise
     if host in ("", "0.0.0.0", "::", "[::]"):
         return socket.gethostname()
     return host
@@ -115,6 +119,7 @@ class ShardApp:
         host: str,
         port: int,
         data_dir: str | Path,
+        advertise_host: str | None = None,
         config_address: str,
         metrics_port: int | None = None,
         heartbeat_interval: float = 1.0,
@@ -122,6 +127,7 @@ class ShardApp:
     ) -> None:
         self.shard_id = shard_id
         self.host = host
+        self.advertise_host = advertised_host(host, advertise_host)
         self.config_address = config_address
         self.heartbeat_interval = heartbeat_interval
         self.data_dir = Path(data_dir)
@@ -178,13 +184,14 @@ class ShardApp:
         """Open storage, serve (SERVING), then join the cluster in the background."""
         self._lock_fd = lock_data_dir(self.data_dir)
         await asyncio.to_thread(self.storage.open)
+        metrics.track_shard(self.shard_id, self.storage, self.metadata)
         await self.migrations.open()  # restart recovery before serving
         port = await self.server.start()
-        self.migrations.set_address(advertised_host(self.host), port)
+        self.migrations.set_address(self.advertise_host, port)
         await self.server.set_serving(True)
         self.membership = Membership(
             shard_id=self.shard_id,
-            host=advertised_host(self.host),
+            host=self.advertise_host,
             port=port,
             config_address=self.config_address,
             pool=self.pool,

@@ -27,8 +27,18 @@ from prometheus_client import Counter, Histogram, start_http_server
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.channels import MAX_MESSAGE_BYTES
 from lauradb.rpc.errors import abort
+from lauradb.rpc.request_context import (
+    RequestIdFilter,
+    bind_request_id,
+    request_id_of,
+    reset_request_id,
+)
 
 log = logging.getLogger("lauradb.rpc")
+
+# Health service name that is SERVING from start() until stop() whatever the readiness
+# ("" and per service): Kubernetes liveness probes ask for it, readiness asks for "".
+LIVENESS_SERVICE = "liveness"
 
 RPC_LATENCY = Histogram(
     "lauradb_rpc_latency_seconds",
@@ -52,12 +62,14 @@ Handler = Callable[[Any, Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 def rpc_method(fn: Handler) -> Handler:
-    """Wrap a servicer method: LauraError -> status + Error trailer; metrics."""
+    """Wrap a servicer method: LauraError -> status + Error trailer; metrics; the
+    request id (``request_id`` field or a generated one) bound for log lines."""
     name = fn.__qualname__
 
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         start = time.perf_counter()
+        token = bind_request_id(request_id_of(request))
         try:
             return await fn(self, request, context)
         except LauraError as err:
@@ -74,6 +86,7 @@ def rpc_method(fn: Handler) -> Handler:
             await abort(context, LauraError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
         finally:
             RPC_LATENCY.labels(name).observe(time.perf_counter() - start)
+            reset_request_id(token)
 
     return wrapper
 
@@ -123,6 +136,7 @@ class RpcServer:
         if self.bound_port == 0:
             raise LauraError(ErrorCode.HOST_UNREACHABLE, f"cannot listen on {address}")
         await self.set_serving(False)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
         if self.metrics_port is not None:
             start_http_server(self.metrics_port, addr=self.host)
@@ -145,6 +159,7 @@ class RpcServer:
     async def stop(self, grace: float = 5.0) -> None:
         log.info("%s stopping", self.name)
         await self.set_serving(False)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
         for hook in reversed(self._on_stop):
             try:
@@ -174,10 +189,13 @@ def setup_logging(level: str = "warning", fmt: str = "text") -> None:
             return json.dumps(out)
 
     handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())  # request_id / rid_tag on every record
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s%(rid_tag)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
