@@ -33,6 +33,7 @@ from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.pipeline import Pipeline, compile_pipeline
 from lauradb.query.sort import compile_sort
 from lauradb.query.split import split_pipeline
+from router import metrics
 from router.context import RouterContext
 from router.cursors import BatchSource, MergeSource
 from router.merge import DEFAULT_BATCH_BYTES, MergedStream, ShardStream, raw_sort_key
@@ -250,6 +251,7 @@ async def open_pipeline(
 
     async def attempt(table: RoutingTable) -> Opened:
         shards = target_filter(table, leading).shards
+        metrics.record_targeting("aggregate", len(shards))
         if len(shards) == 1 and not foreign and not at_router:
             return await _open_on_one_shard(ctx, req, table, shards[0], raw_stages, first)
         return await _open_split(ctx, req, table, shards, stages, budget, first)

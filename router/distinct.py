@@ -16,6 +16,7 @@ from lauradb.bsonkit.order import sort_key
 from lauradb.cluster import router_ext_pb2, shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import compile_filter
+from router import metrics
 from router.context import RouterContext
 from router.namespaces import check_namespace, decode_field
 from router.query_exec import gather_or_raise
@@ -93,6 +94,7 @@ async def distinct(
 
     async def attempt(table: RoutingTable) -> list[Any]:
         shards = target_filter(table, filter_doc).shards
+        metrics.record_targeting("distinct", len(shards))
         if len(shards) > 1:
             compile_filter(filter_doc)  # a bad filter fails here once, not once per shard
         targets = [(s, ctx.shards.address_of(table, s)) for s in shards]

@@ -20,6 +20,7 @@ from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import compile_filter
 from lauradb.query.projection import compile_projection
 from lauradb.query.sort import compile_sort, validate_sort
+from router import metrics
 from router.context import RouterContext
 from router.cursors import DEFAULT_FIRST_BATCH, MergeSource
 from router.find_plan import plan_find, plan_projection
@@ -129,6 +130,7 @@ async def find(ctx: RouterContext, req: routing_pb2.QueryRequest) -> routing_pb2
 
     async def attempt(table: RoutingTable) -> routing_pb2.QueryResponse:
         targets = _targets(table, filter_doc, req.shard_key)
+        metrics.record_targeting("find", len(targets.shards))
         if len(targets.shards) == 1:
             return await _find_one_shard(ctx, req, table, targets.shards[0], first, start)
         return await _find_many(ctx, req, table, targets.shards, filter_doc(), first, start)
@@ -292,6 +294,7 @@ async def count(ctx: RouterContext, req: router_ext_pb2.CountRequest) -> router_
 
     async def attempt(table: RoutingTable) -> int:
         shards = _targets(table, filter_doc, b"").shards
+        metrics.record_targeting("count", len(shards))
         if len(shards) > 1:
             compile_filter(filter_doc())
         targets = [(s, ctx.shards.address_of(table, s)) for s in shards]

@@ -16,6 +16,7 @@ from cachetools import LRUCache
 
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.chunk_map import combined_version
+from router import metrics
 from router.config_client import ConfigClient
 from router.routing_table import (
     RoutingTable,
@@ -51,7 +52,9 @@ class RoutingCache:
         ns = f"{database}.{collection}"
         table = self._tables.get(ns)
         if table is not None:
+            metrics.CACHE_HITS.inc()
             return table
+        metrics.CACHE_MISSES.inc()
         return await self._single_flight(ns, database, collection, None)
 
     async def refresh(self, database: str, collection: str, seen: RoutingTable | None) -> RoutingTable:
@@ -118,6 +121,8 @@ class RoutingCache:
             ns,
             base.version if base is not None else "-",
         )
+        if base is not None:
+            metrics.CACHE_REFRESHES.inc()
         if base is not None and base.sharded and base.chunk_map is not None:
             table = await self._incremental(database, collection, base)
         if table is None:

@@ -24,6 +24,7 @@ from lauradb.cluster import shard_pb2, shard_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.channels import ChannelPool
 from lauradb.rpc.errors import from_proto, from_rpc_error
+from router import metrics
 from router.config_client import has_error_trailer
 from router.routing_cache import RoutingCache
 from router.routing_table import RoutingTable
@@ -43,7 +44,9 @@ def is_stale(err: LauraError) -> bool:
 
 def stale_backoff(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): 10, 20, 40, 80, 160, 320,
-    then 500 ms (25 retries: ~10 s in all)."""
+    then 500 ms (25 retries: ~10 s in all). Every retry asks for its backoff, so the
+    retries are counted here (``lauradb_router_stale_retries_total``)."""
+    metrics.STALE_RETRIES.inc()
     return min(0.01 * (2 ** min(attempt, 16)), MAX_STALE_BACKOFF_S)
 
 

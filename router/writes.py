@@ -26,6 +26,7 @@ from lauradb.cluster import error_pb2, routing_pb2, shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import compile_filter
 from lauradb.query.update import compile_update
+from router import metrics
 from router.context import RouterContext
 from router.insert_batching import (
     Batch,
@@ -140,6 +141,7 @@ async def _insert_ordered(
         rest = items[pos:]
         route(rest, table.shard_for_key_doc)
         runs, bad = ordered_runs(rest)
+        metrics.record_targeting("insert", len({r.shard for r in runs}))
         pending = deque(piece for r in runs for piece in split_batch(r))
         refreshed = False
         while pending:
@@ -178,6 +180,7 @@ async def _insert_unordered(
 ) -> None:
     route(items, table.shard_for_key_doc)
     batches, unroutable = group_by_shard(items)
+    metrics.record_targeting("insert", len(batches))
     for u in unroutable:
         assert u.error is not None
         run.errors.append(WriteErrorInfo.of(u.index, u.error))
@@ -414,8 +417,10 @@ async def _targeted_write(
     finish: Callable[[list[Any]], T],
     request_id: str,
 ) -> T:
+    operation = "delete" if spec.update_bytes is None else "update"
     attempt = 0
     while not table.sharded:
+        metrics.record_targeting(operation, 1)
         # Lean path: the primary shard holds everything and validates the request.
         try:
             return finish([await send(table, table.primary_shard)])
@@ -427,6 +432,7 @@ async def _targeted_write(
         attempt += 1
 
     targets = target_filter(table, spec.filter)
+    metrics.record_targeting(operation, len(targets.shards))
     if upsert:
         _require_upsert_target(table, targets)
     if multi or targets.exact_single_key or len(targets.shards) == 1:

@@ -1,0 +1,60 @@
+"""The router's Prometheus metrics (served by RpcServer's ``--metrics-port``).
+
+Per-RPC counts, errors and latencies are ``lauradb_rpc_*`` (lauradb/rpc/server.py);
+these are the routing-specific ones.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+__all__ = [
+    "CACHE_HITS",
+    "CACHE_MISSES",
+    "CACHE_REFRESHES",
+    "SCATTER",
+    "SHARDS_PER_REQUEST",
+    "STALE_RETRIES",
+    "TARGETED",
+    "record_targeting",
+]
+
+TARGETED = Counter(
+    "lauradb_router_targeted",
+    "Operations sent to exactly one shard, by operation",
+    ["operation"],
+)
+SCATTER = Counter(
+    "lauradb_router_scatter",
+    "Operations sent to more than one shard (scatter-gather), by operation",
+    ["operation"],
+)
+SHARDS_PER_REQUEST = Histogram(
+    "lauradb_router_shards_per_request",
+    "Number of shards an operation was sent to, by operation",
+    ["operation"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+)
+CACHE_HITS = Counter(
+    "lauradb_router_shard_map_cache_hits", "Shard-map lookups answered from the cache"
+)
+CACHE_MISSES = Counter(
+    "lauradb_router_shard_map_cache_misses",
+    "Shard-map lookups that had to load the map from the config server",
+)
+CACHE_REFRESHES = Counter(
+    "lauradb_router_shard_map_cache_refreshes",
+    "Refreshes of a cached shard map from the config server (after STALE_CONFIG)",
+)
+STALE_RETRIES = Counter(
+    "lauradb_router_stale_retries",
+    "Shard requests retried after a STALE_CONFIG answer",
+)
+
+
+def record_targeting(operation: str, shards: int) -> None:
+    """Count one attempt of ``operation`` sent to ``shards`` shards."""
+    if shards <= 0:
+        return
+    (TARGETED if shards == 1 else SCATTER).labels(operation).inc()
+    SHARDS_PER_REQUEST.labels(operation).observe(shards)
