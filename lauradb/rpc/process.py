@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from lauradb.errors import LauraError
+from lauradb.rpc.channels import CLIENT_AUTH_MODES, set_current_tls, tls_from_args
 from lauradb.rpc.server import setup_logging
 
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
@@ -42,7 +43,7 @@ SOURCES_EPILOG = (
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, default_port: int) -> None:
-    """--host, --port, --metrics-port, --log-level, --log-format and --config-file."""
+    """--host, --port, --metrics-port, --log-level, --log-format, --tls-* and --config-file."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(
         "--port", type=int, default=default_port, help=f"gRPC port (default {default_port})"
@@ -52,7 +53,26 @@ def add_common_args(parser: argparse.ArgumentParser, *, default_port: int) -> No
         "--log-level", default="warning", choices=LOG_LEVELS, help="default warning (quiet)"
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    _add_tls_args(parser)
     _add_config_file_arg(parser)
+
+
+def _add_tls_args(parser: argparse.ArgumentParser) -> None:
+    """TLS of the listener and of every channel to other members; none given: plaintext."""
+    parser.add_argument(
+        "--tls-cert", default=None, metavar="FILE",
+        help="PEM certificate (chain) of this node: server cert and mTLS client cert",
+    )
+    parser.add_argument("--tls-key", default=None, metavar="FILE", help="PEM private key")
+    parser.add_argument(
+        "--tls-ca", default=None, metavar="FILE",
+        help="PEM cluster CA: verifies peers' certificates (trust root of client channels)",
+    )
+    parser.add_argument(
+        "--tls-client-auth", default="none", choices=list(CLIENT_AUTH_MODES),
+        help="client certificates on the listener: none, optional (accepted, not asked "
+        "for) or require (CA-signed certificate required); default none",
+    )
 
 
 def _add_config_file_arg(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +220,7 @@ def run_process(prog: str, args: argparse.Namespace, serve: Callable[[], Corouti
     """Set up logging, serve until stopped; a LauraError is one line on stderr, exit 1."""
     setup_logging(args.log_level, args.log_format)
     try:
+        set_current_tls(tls_from_args(args))
         asyncio.run(serve())
     except LauraError as err:
         print(f"{prog}: {err}", file=sys.stderr)

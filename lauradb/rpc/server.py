@@ -5,6 +5,10 @@ and overall ""), server reflection (so ``grpcurl -plaintext HOST:PORT list`` wor
 Prometheus metrics on an optional HTTP port, and stops cleanly on SIGTERM/SIGINT:
 health goes NOT_SERVING, new calls are refused, in-flight calls get a grace period,
 then the ``on_stop`` hooks run (flush, close) and the process exits 0.
+
+With TLS settings (``--tls-cert``/``--tls-key``, see ``lauradb.rpc.channels``) the port
+is a TLS port whose certificate is re-read when the files change (gRPC's dynamic
+server credentials): new connections get the new certificate, open ones keep working.
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
 from lauradb.errors import ErrorCode, LauraError
-from lauradb.rpc.channels import MAX_MESSAGE_BYTES
+from lauradb.rpc.channels import (
+    MAX_MESSAGE_BYTES,
+    TlsSettings,
+    current_tls,
+    make_channel,
+    read_file,
+)
 from lauradb.rpc.errors import abort
 from lauradb.rpc.request_context import (
     RequestIdFilter,
@@ -91,14 +101,67 @@ def rpc_method(fn: Handler) -> Handler:
     return wrapper
 
 
-class RpcServer:
-    """A grpc.aio server with health, reflection, metrics and signal handling."""
+class CertificateReloader:
+    """The fetcher of ``grpc.dynamic_ssl_server_credentials``: gRPC calls it on each new
+    connection; it returns a new certificate configuration when the files' mtimes
+    changed since the last one it gave (None = keep the current one)."""
 
-    def __init__(self, *, name: str, host: str, port: int, metrics_port: int | None = None) -> None:
+    def __init__(self, tls: TlsSettings) -> None:
+        self.tls = tls
+        self._stamp = tls.stamp()
+
+    def configuration(self) -> Any:
+        key = read_file(self.tls.key)
+        cert = read_file(self.tls.cert)
+        assert key is not None and cert is not None
+        return grpc.ssl_server_certificate_configuration(
+            [(key, cert)], root_certificates=read_file(self.tls.ca)
+        )
+
+    def __call__(self) -> Any:
+        stamp = self.tls.stamp()
+        if stamp == self._stamp:
+            return None
+        try:
+            config = self.configuration()
+        except (LauraError, grpc.RpcError, ValueError):  # a half-written file: try later
+            log.warning("cannot reload TLS certificate; keeping the current one")
+            return None
+        self._stamp = stamp
+        log.info("reloaded TLS certificate %s", self.tls.cert)
+        return config
+
+
+def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    """TLS server credentials that reload the certificate when its files change.
+    ``require`` demands a client certificate signed by the CA; with ``none`` and
+    ``optional`` gRPC Python does not ask for one (a certificate-less client is fine)."""
+    reloader = CertificateReloader(tls)
+    return grpc.dynamic_ssl_server_credentials(
+        reloader.configuration(),
+        reloader,
+        require_client_authentication=tls.client_auth == "require",
+    )
+
+
+class RpcServer:
+    """A grpc.aio server with health, reflection, metrics and signal handling; a TLS
+    port when ``tls`` (default: the process's ``current_tls()``) has a certificate."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        host: str,
+        port: int,
+        metrics_port: int | None = None,
+        tls: TlsSettings | None = None,
+    ) -> None:
         self.name = name
         self.host = host
         self.port = port
         self.metrics_port = metrics_port
+        self.tls = tls if tls is not None else current_tls()
         self.server = aio.server(options=SERVER_OPTIONS)
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -130,7 +193,11 @@ class RpcServer:
         reflection.enable_server_reflection(names, self.server)
         address = f"{self.host}:{self.port}"
         try:
-            self.bound_port = self.server.add_insecure_port(address)
+            if self.tls is not None and self.tls.cert:
+                creds = server_credentials(self.tls)
+                self.bound_port = self.server.add_secure_port(address, creds)
+            else:
+                self.bound_port = self.server.add_insecure_port(address)
         except RuntimeError:
             self.bound_port = 0
         if self.bound_port == 0:
@@ -202,10 +269,13 @@ def setup_logging(level: str = "warning", fmt: str = "text") -> None:
     logging.getLogger("grpc").setLevel(logging.ERROR)
 
 
-async def wait_for_health(address: str, timeout: float, service: str = "") -> None:
-    """Wait until ``address`` reports SERVING (used by the launcher and tests)."""
+async def wait_for_health(
+    address: str, timeout: float, service: str = "", tls: TlsSettings | None = None
+) -> None:
+    """Wait until ``address`` reports SERVING (used by the launcher and tests); over TLS
+    when ``tls`` is given."""
     deadline = time.monotonic() + timeout
-    async with aio.insecure_channel(address) as ch:
+    async with make_channel(address, tls) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             try:
