@@ -275,7 +275,12 @@ async def wait_for_health(
     """Wait until ``address`` reports SERVING (used by the launcher and tests); over TLS
     when ``tls`` is given."""
     deadline = time.monotonic() + timeout
-    async with make_channel(address, tls) as ch:
+    # Plaintext: a default-options channel, like most clients' own channels. gRPC shares
+    # subchannels between channels with identical arguments, so a successful wait also
+    # wakes the caller's channels to a restarted process (instead of leaving them in
+    # reconnect backoff, failing fast with the old 'connection refused').
+    channel = aio.insecure_channel(address) if tls is None else make_channel(address, tls)
+    async with channel as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             try:
