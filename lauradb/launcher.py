@@ -10,6 +10,10 @@ Start-up: the config server, then every shard, each waited for until healthy; th
 The launcher stays in the foreground. Ctrl-C / SIGTERM stops the router, then the
 shards, then the config server (SIGTERM, up to 10 s, then SIGKILL) and exits 0. If a
 child dies on its own, the launcher says which one, stops the rest and exits 1.
+
+TLS: the processes' ``--tls-cert/--tls-key/--tls-ca/--tls-client-auth`` flags are
+passed to every child, and the launcher's own channels (health waits, AddShard) use
+the same certificate as client certificate, so ``--tls-client-auth require`` works.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc import aio
 
 from lauradb.cluster import routing_pb2, routing_pb2_grpc
+from lauradb.errors import LauraError
+from lauradb.rpc.channels import TlsSettings, make_channel, tls_from_args
 from lauradb.rpc.errors import from_rpc_error
+from lauradb.rpc.process import add_tls_args
 from lauradb.rpc.server import wait_for_health
 
 PROG = "lauradb-cluster"
@@ -78,6 +84,7 @@ class ClusterPlan:
     config: ProcessSpec
     shards: tuple[ProcessSpec, ...]
     router: ProcessSpec
+    tls: TlsSettings | None = None  # of every child and of the launcher's own channels
 
 
 def shard_port(base: int, index: int) -> int:
@@ -85,9 +92,24 @@ def shard_port(base: int, index: int) -> int:
     return base + 1 if index == 0 else base + 2 + index
 
 
-def plan_cluster(shards: int, port: int, data_dir: Path, host: str) -> ClusterPlan:
-    config = ProcessSpec("config", "config_server", host, port + 2, data_dir / "config")
-    config_arg = ("--config", config.address)
+def tls_argv(tls: TlsSettings | None) -> tuple[str, ...]:
+    """The ``--tls-*`` flags giving a child these settings (absolute paths)."""
+    if tls is None:
+        return ()
+    args: list[str] = []
+    for flag, path in (("--tls-cert", tls.cert), ("--tls-key", tls.key), ("--tls-ca", tls.ca)):
+        if path:
+            args += [flag, os.path.abspath(path)]
+    return (*args, "--tls-client-auth", tls.client_auth)
+
+
+def plan_cluster(
+    shards: int, port: int, data_dir: Path, host: str, tls: TlsSettings | None = None
+) -> ClusterPlan:
+    config_tls = tls_argv(tls)
+    config = ProcessSpec("config", "config_server", host, port + 2, data_dir / "config",
+                         config_tls)
+    config_arg = ("--config", config.address, *config_tls)
     shard_specs = tuple(
         ProcessSpec(
             f"shard{i}",
@@ -100,7 +122,7 @@ def plan_cluster(shards: int, port: int, data_dir: Path, host: str) -> ClusterPl
         for i in range(shards)
     )
     router = ProcessSpec("router", "router", host, port, None, config_arg)
-    return ClusterPlan(config, shard_specs, router)
+    return ClusterPlan(config, shard_specs, router, tls)
 
 
 class Child:
@@ -143,9 +165,9 @@ async def spawn(spec: ProcessSpec, log_level: str) -> Child:
     return Child(spec, proc)
 
 
-async def wait_healthy(child: Child, timeout: float) -> None:
+async def wait_healthy(child: Child, timeout: float, tls: TlsSettings | None = None) -> None:
     """Wait until the child answers SERVING; fail early if it exits meanwhile."""
-    health = asyncio.ensure_future(wait_for_health(child.spec.address, timeout))
+    health = asyncio.ensure_future(wait_for_health(child.spec.address, timeout, tls=tls))
     exited = asyncio.ensure_future(child.proc.wait())
     try:
         await asyncio.wait({health, exited}, return_when=asyncio.FIRST_COMPLETED)
@@ -169,8 +191,10 @@ def announce(child: Child) -> None:
     print(f"{child.spec.name:<8} {child.spec.address}  pid {child.proc.pid}{where}", flush=True)
 
 
-async def add_shards(config: ProcessSpec, shards: Sequence[ProcessSpec]) -> None:
-    async with aio.insecure_channel(config.address) as channel:
+async def add_shards(
+    config: ProcessSpec, shards: Sequence[ProcessSpec], tls: TlsSettings | None = None
+) -> None:
+    async with make_channel(config.address, tls) as channel:
         stub = routing_pb2_grpc.ConfigServiceStub(channel)
         for shard in shards:
             request = routing_pb2.AddShardRequest(
@@ -204,7 +228,7 @@ class Launcher:
         try:
             async with asyncio.TaskGroup() as group:  # one failure cancels the other waits
                 for child in into:
-                    group.create_task(wait_healthy(child, self.start_timeout))
+                    group.create_task(wait_healthy(child, self.start_timeout, self.plan.tls))
         except* LaunchError as failed:
             raise failed.exceptions[0] from None
         for child in into:
@@ -213,7 +237,7 @@ class Launcher:
     async def start(self) -> None:
         await self.start_group([self.plan.config], self.config)
         await self.start_group(self.plan.shards, self.shards)
-        await add_shards(self.plan.config, self.plan.shards)
+        await add_shards(self.plan.config, self.plan.shards, self.plan.tls)
         await self.start_group([self.plan.router], self.router)
 
     async def first_death(self) -> Child:
@@ -298,17 +322,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     up.add_argument(
         "--start-timeout", type=float, default=30.0, help="seconds to wait for each process"
     )
+    add_tls_args(up)
     args = parser.parse_args(argv)
     if args.shards < 1:
         parser.error("--shards must be at least 1")
     if args.port < 1 or max(args.port + 2, shard_port(args.port, args.shards - 1)) > 65535:
         parser.error("--port leaves no room for the config server and shards below 65536")
+    if args.tls_ca and not (args.tls_cert or args.tls_key):
+        parser.error("--tls-ca alone is not enough: the processes need --tls-cert/--tls-key")
+    try:
+        args.tls = tls_from_args(args)
+    except LauraError as exc:
+        parser.error(exc.message)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    plan = plan_cluster(args.shards, args.port, Path(args.data_dir), args.host)
+    plan = plan_cluster(args.shards, args.port, Path(args.data_dir), args.host, args.tls)
     return asyncio.run(run(plan, args.log_level, args.start_timeout))
 
 

@@ -1,4 +1,5 @@
-"""A synchronous connection to the router: RouterService and ConfigService stubs."""
+"""A synchronous connection to the router: RouterService and ConfigService stubs,
+plaintext or (mutual) TLS."""
 
 from __future__ import annotations
 
@@ -7,16 +8,20 @@ from typing import Any
 import grpc
 
 from lauradb.cluster import routing_pb2_grpc
+from lauradb.rpc.channels import TlsSettings, make_sync_channel
 from lauradb.rpc.errors import from_rpc_error
 
 
 class Client:
-    """Calls the router with a deadline; a failed call raises the LauraError it carried."""
+    """Calls the router with a deadline; a failed call raises the LauraError it carried.
+    ``tls``: trust ``tls.ca`` (system roots without one) and present ``tls.cert`` as the
+    client certificate when given (routers started with ``--tls-client-auth require``);
+    None: plaintext."""
 
-    def __init__(self, address: str, timeout: float) -> None:
+    def __init__(self, address: str, timeout: float, tls: TlsSettings | None = None) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        self._channel = make_sync_channel(address, tls)
         self.router = routing_pb2_grpc.RouterServiceStub(self._channel)
         self.config = routing_pb2_grpc.ConfigServiceStub(self._channel)
 

@@ -1,19 +1,27 @@
 """``lauradb``: the admin command line. ``main(argv) -> exit status``.
 
 Exit status: 0 success, 1 a server error (``lauradb: CODE_NAME: message`` on stderr),
-2 a usage error (bad arguments, unparseable JSON). Never a traceback.
+2 a usage error (bad arguments, unparseable JSON, unreadable TLS files). Never a traceback.
+
+TLS: ``--tls-ca`` (the CA the router's certificate is checked against) turns TLS on;
+``--tls-cert``/``--tls-key`` add a client certificate, which a router started with
+``--tls-client-auth require`` demands. Unset flags come from LAURADB_TLS_CA,
+LAURADB_TLS_CERT and LAURADB_TLS_KEY, the variables the processes read (so inside a
+LauraDB pod of the TLS overlay the CLI uses the pod's certificate).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from lauradb.cli import commands as c
 from lauradb.cli.client import Client
 from lauradb.cli.extjson import UsageError
 from lauradb.errors import LauraError
+from lauradb.rpc.channels import TLS_ENV, TlsSettings, tls_from_args
 
 Command = Callable[[Client, argparse.Namespace], int]
 
@@ -33,12 +41,25 @@ def _sub(parent: argparse._SubParsersAction[_Parser], name: str, help: str) -> _
     return parent.add_parser(name, help=help, description=help)
 
 
-def build_parser() -> _Parser:
+def _add_tls_args(parser: _Parser, env: Mapping[str, str]) -> None:
+    helps = {
+        "ca": "PEM CA certificate to verify the router with; turns TLS on",
+        "cert": "PEM client certificate (mutual TLS; needs --tls-key)",
+        "key": "PEM private key of --tls-cert",
+    }
+    for name, text in helps.items():
+        var = TLS_ENV[name]
+        parser.add_argument(f"--tls-{name}", default=env.get(var) or None, metavar="FILE",
+                            help=f"{text} [env {var}]")
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> _Parser:
     parser = _Parser(prog="lauradb", description="LauraDB cluster administration.")
     parser.add_argument("--router", default="127.0.0.1:27017", metavar="HOST:PORT",
                         help="the router to talk to (default 127.0.0.1:27017)")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds per call (default 10)")
+    _add_tls_args(parser, os.environ if env is None else env)
     top = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     top.required = True
 
@@ -122,6 +143,15 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+def client_tls(args: argparse.Namespace) -> TlsSettings | None:
+    """The TLS settings of the flags (None: plaintext); unreadable files or a
+    certificate without its key are usage errors."""
+    try:
+        return tls_from_args(args)
+    except LauraError as exc:
+        raise UsageError(f"{exc.code_name}: {exc.message}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -132,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     func: Command = args.func
     try:
-        with Client(args.router, args.timeout) as client:
+        tls = client_tls(args)
+        with Client(args.router, args.timeout, tls) as client:
             return func(client, args)
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)

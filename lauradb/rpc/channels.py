@@ -11,9 +11,12 @@ app. Without the flags the settings are ``None`` and everything is plaintext.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 import grpc
 from grpc import aio
@@ -37,15 +40,41 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 ]
 
 
-CLIENT_AUTH_MODES = ("none", "optional", "require")
+# ``none``: no client certificate asked for; ``require``: a CA-signed one is required.
+# There is no ``optional`` (ask for one, accept a client without): gRPC Python's server
+# credentials can only require a client certificate or not ask for one at all.
+CLIENT_AUTH_MODES = ("none", "require")
+_OPTIONAL_WHY = (
+    "'optional' is not supported: gRPC Python cannot ask for a client certificate "
+    "without requiring it; use none or require"
+)
+OPTIONAL_NOT_SUPPORTED = f"--tls-client-auth {_OPTIONAL_WHY}"
 # How often a pool re-checks the certificate files' mtimes (seconds).
 TLS_RECHECK_SECONDS = 1.0
+# How long a pool keeps a channel retired by a certificate rotation open, so that the
+# calls in flight on it finish (every cluster call has a shorter deadline).
+RETIRED_CHANNEL_GRACE = 60.0
+# Environment variables of the TLS flags (as ``parse_with_sources`` names them); the
+# admin CLI and the add-shards Job read them too.
+TLS_ENV = {"cert": "LAURADB_TLS_CERT", "key": "LAURADB_TLS_KEY", "ca": "LAURADB_TLS_CA"}
+
+
+def client_auth_mode(value: str) -> str:
+    """argparse ``type`` of ``--tls-client-auth``: ``none`` or ``require``."""
+    mode = value.strip().lower()
+    if mode == "optional":
+        raise argparse.ArgumentTypeError(_OPTIONAL_WHY)
+    if mode not in CLIENT_AUTH_MODES:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice {value!r} (choose from {', '.join(CLIENT_AUTH_MODES)})"
+        )
+    return mode
 
 
 @dataclass(frozen=True)
 class TlsSettings:
     """Paths of this node's certificate and key, the cluster CA, and how the node's
-    listeners treat client certificates (``none``, ``optional``, ``require``)."""
+    listeners treat client certificates (``none`` or ``require``)."""
 
     cert: str | None = None
     key: str | None = None
@@ -90,6 +119,8 @@ def tls_from_args(args: argparse.Namespace) -> TlsSettings | None:
         return None
     if bool(cert) != bool(key):
         raise LauraError(ErrorCode.BAD_VALUE, "--tls-cert and --tls-key go together")
+    if client_auth == "optional":
+        raise LauraError(ErrorCode.BAD_VALUE, OPTIONAL_NOT_SUPPORTED)
     if client_auth not in CLIENT_AUTH_MODES:
         raise LauraError(ErrorCode.BAD_VALUE, f"bad --tls-client-auth {client_auth!r}")
     if client_auth != "none" and not ca:
@@ -98,6 +129,14 @@ def tls_from_args(args: argparse.Namespace) -> TlsSettings | None:
     for path in settings.files():
         read_file(path)  # fail at start, not on the first connection
     return settings
+
+
+def tls_from_env(environ: Mapping[str, str] | None = None) -> TlsSettings | None:
+    """Client settings from LAURADB_TLS_CERT / _KEY / _CA (empty ones ignored); None
+    when none is set. For clients without flags (the add-shards Job)."""
+    env = os.environ if environ is None else environ
+    values = {f"tls_{name}": env.get(var) or None for name, var in TLS_ENV.items()}
+    return tls_from_args(argparse.Namespace(**values, tls_client_auth="none"))
 
 
 _current_tls: TlsSettings | None = None
@@ -136,35 +175,179 @@ def make_channel(
     return aio.secure_channel(address, channel_credentials(tls), options=opts)
 
 
-class ChannelPool:
-    """Channels keyed by ``host:port``; closed together. With TLS, a channel is made
-    anew (from the re-read files) once the certificate files changed: new calls use
-    the rotated certificate, calls in flight finish on the old channel."""
+def make_sync_channel(
+    address: str,
+    tls: TlsSettings | None,
+    options: list[tuple[str, int | str]] | None = None,
+) -> grpc.Channel:
+    """``make_channel`` for synchronous clients (the admin CLI, the add-shards Job)."""
+    opts = CHANNEL_OPTIONS if options is None else options
+    if tls is None:
+        return grpc.insecure_channel(address, options=opts)
+    return grpc.secure_channel(address, channel_credentials(tls), options=opts)
 
-    def __init__(self, tls: TlsSettings | None = None) -> None:
+
+class _RoutedCallable:
+    """A multicallable of a ``PooledChannel``: each call goes to the pool's current
+    channel for the address (re-bound after a certificate rotation)."""
+
+    def __init__(self, handle: PooledChannel, kind: str, method: str, kwargs: dict[str, Any]):
+        self._handle = handle
+        self._kind = kind
+        self._method = method
+        self._kwargs = kwargs
+        self._bound: tuple[aio.Channel, Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        current = self._handle.current()
+        bound = self._bound
+        if bound is None or bound[0] is not current:
+            factory = getattr(current, self._kind)
+            bound = (current, factory(self._method, **self._kwargs))
+            self._bound = bound
+        return bound[1](*args, **kwargs)
+
+
+class PooledChannel(aio.Channel):
+    """What ``ChannelPool.get`` returns: one stable object per address whose calls use
+    the pool's current channel to it. Stubs made from it once (a client kept for the
+    process's life) follow certificate rotations like stubs made per call, and never
+    hold on to a retired channel the pool closes."""
+
+    def __init__(self, pool: ChannelPool, address: str) -> None:
+        # No super().__init__(): this object owns no gRPC channel of its own.
+        self._pool = pool
+        self.address = address
+
+    def current(self) -> aio.Channel:
+        return self._pool.channel(self.address)
+
+    def _routed(self, kind: str, method: str, kwargs: dict[str, Any]) -> Any:
+        return _RoutedCallable(self, kind, method, kwargs)
+
+    def unary_unary(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> aio.UnaryUnaryMultiCallable:
+        return cast(aio.UnaryUnaryMultiCallable, self._routed("unary_unary", method, {
+            "request_serializer": request_serializer,
+            "response_deserializer": response_deserializer, **kwargs}))
+
+    def unary_stream(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> aio.UnaryStreamMultiCallable:
+        return cast(aio.UnaryStreamMultiCallable, self._routed("unary_stream", method, {
+            "request_serializer": request_serializer,
+            "response_deserializer": response_deserializer, **kwargs}))
+
+    def stream_unary(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> aio.StreamUnaryMultiCallable:
+        return cast(aio.StreamUnaryMultiCallable, self._routed("stream_unary", method, {
+            "request_serializer": request_serializer,
+            "response_deserializer": response_deserializer, **kwargs}))
+
+    def stream_stream(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> aio.StreamStreamMultiCallable:
+        return cast(aio.StreamStreamMultiCallable, self._routed("stream_stream", method, {
+            "request_serializer": request_serializer,
+            "response_deserializer": response_deserializer, **kwargs}))
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self.current().get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self.current().wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self.current().channel_ready()
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close the pool's channel to this address (the next call opens a new one)."""
+        await self._pool.drop(self.address)
+
+    async def __aenter__(self) -> PooledChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close(None)
+
+
+class ChannelPool:
+    """Channels keyed by ``host:port``; closed together. ``get`` returns a stable
+    ``PooledChannel`` per address. With TLS, a channel is made anew (from the re-read
+    files) once the certificate files changed: new calls use the rotated certificate,
+    calls in flight finish on the old channel, which is closed ``retire_grace`` seconds
+    later (or when the pool closes)."""
+
+    def __init__(
+        self,
+        tls: TlsSettings | None = None,
+        *,
+        recheck: float = TLS_RECHECK_SECONDS,
+        retire_grace: float = RETIRED_CHANNEL_GRACE,
+    ) -> None:
         self._tls = tls
+        self._recheck = recheck
+        self._retire_grace = retire_grace
+        self._handles: dict[str, PooledChannel] = {}
         self._channels: dict[str, aio.Channel] = {}
         self._stamp: tuple[int, ...] = ()
-        self._checked = 0.0
-        self._retired: list[aio.Channel] = []
+        self._checked: float | None = None
+        # retired channel -> its pending close (None: no event loop to schedule it on)
+        self._retired: dict[aio.Channel, asyncio.TimerHandle | None] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def tls(self) -> TlsSettings | None:
         return self._tls if self._tls is not None else current_tls()
 
+    @property
+    def retired(self) -> int:
+        """Channels retired by a rotation and not closed yet."""
+        return len(self._retired)
+
     def _check_rotation(self, tls: TlsSettings) -> None:
         now = time.monotonic()
-        if now - self._checked < TLS_RECHECK_SECONDS:
+        if self._checked is not None and now - self._checked < self._recheck:
             return
         self._checked = now
         stamp = tls.stamp()
         if stamp != self._stamp:
             if self._stamp:
-                self._retired.extend(self._channels.values())
+                for ch in self._channels.values():
+                    self._retire(ch)
                 self._channels.clear()
             self._stamp = stamp
 
+    def _retire(self, ch: aio.Channel) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to close it on later: closed with the pool
+            self._retired[ch] = None
+            return
+        self._retired[ch] = loop.call_later(self._retire_grace, self._close_retired, ch)
+
+    def _close_retired(self, ch: aio.Channel) -> None:
+        if self._retired.pop(ch, None) is None:
+            return
+        task = asyncio.ensure_future(ch.close(None))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     def get(self, address: str) -> aio.Channel:
+        """The pool's channel to ``address`` (the same object every time)."""
+        handle = self._handles.get(address)
+        if handle is None:
+            handle = self._handles[address] = PooledChannel(self, address)
+        return handle
+
+    def channel(self, address: str) -> aio.Channel:
+        """The current underlying channel to ``address`` (made anew after a rotation)."""
         tls = self.tls
         if tls is not None:
             self._check_rotation(tls)
@@ -180,8 +363,13 @@ class ChannelPool:
             await ch.close(None)
 
     async def close(self) -> None:
+        for handle in self._retired.values():
+            if handle is not None:
+                handle.cancel()
         channels = [*self._channels.values(), *self._retired]
         self._channels.clear()
         self._retired.clear()
         for ch in channels:
             await ch.close(None)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

@@ -24,8 +24,13 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from lauradb.errors import LauraError
-from lauradb.rpc.channels import CLIENT_AUTH_MODES, set_current_tls, tls_from_args
-from lauradb.rpc.server import setup_logging
+from lauradb.rpc.channels import (
+    CLIENT_AUTH_MODES,
+    client_auth_mode,
+    set_current_tls,
+    tls_from_args,
+)
+from lauradb.rpc.server import set_process_health_port, setup_logging
 
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 ENV_PREFIX = "LAURADB_"
@@ -43,22 +48,29 @@ SOURCES_EPILOG = (
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, default_port: int) -> None:
-    """--host, --port, --metrics-port, --log-level, --log-format, --tls-* and --config-file."""
+    """--host, --port, --health-port, --metrics-port, --log-level, --log-format, --tls-*
+    and --config-file."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(
         "--port", type=int, default=default_port, help=f"gRPC port (default {default_port})"
+    )
+    parser.add_argument(
+        "--health-port", type=int, default=None, metavar="PORT",
+        help="extra gRPC port serving only grpc.health.v1, always plaintext (for "
+        "Kubernetes probes when --port requires mutual TLS); default none",
     )
     parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus HTTP port")
     parser.add_argument(
         "--log-level", default="warning", choices=LOG_LEVELS, help="default warning (quiet)"
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
-    _add_tls_args(parser)
+    add_tls_args(parser)
     _add_config_file_arg(parser)
 
 
-def _add_tls_args(parser: argparse.ArgumentParser) -> None:
-    """TLS of the listener and of every channel to other members; none given: plaintext."""
+def add_tls_args(parser: argparse.ArgumentParser) -> None:
+    """TLS of the listener and of every channel to other members; none given: plaintext.
+    (The launcher takes the same flags and passes them to every process.)"""
     parser.add_argument(
         "--tls-cert", default=None, metavar="FILE",
         help="PEM certificate (chain) of this node: server cert and mTLS client cert",
@@ -69,9 +81,10 @@ def _add_tls_args(parser: argparse.ArgumentParser) -> None:
         help="PEM cluster CA: verifies peers' certificates (trust root of client channels)",
     )
     parser.add_argument(
-        "--tls-client-auth", default="none", choices=list(CLIENT_AUTH_MODES),
-        help="client certificates on the listener: none, optional (accepted, not asked "
-        "for) or require (CA-signed certificate required); default none",
+        "--tls-client-auth", default="none", type=client_auth_mode,
+        metavar="{" + ",".join(CLIENT_AUTH_MODES) + "}",
+        help="client certificates on the listener: none (not asked for) or require (a "
+        "certificate signed by --tls-ca is required: mutual TLS); default none",
     )
 
 
@@ -221,6 +234,7 @@ def run_process(prog: str, args: argparse.Namespace, serve: Callable[[], Corouti
     setup_logging(args.log_level, args.log_format)
     try:
         set_current_tls(tls_from_args(args))
+        set_process_health_port(getattr(args, "health_port", None))
         asyncio.run(serve())
     except LauraError as err:
         print(f"{prog}: {err}", file=sys.stderr)

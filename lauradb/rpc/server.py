@@ -9,6 +9,12 @@ then the ``on_stop`` hooks run (flush, close) and the process exits 0.
 With TLS settings (``--tls-cert``/``--tls-key``, see ``lauradb.rpc.channels``) the port
 is a TLS port whose certificate is re-read when the files change (gRPC's dynamic
 server credentials): new connections get the new certificate, open ones keep working.
+
+``--health-port`` adds a second listener, always plaintext, that serves only
+``grpc.health.v1`` from the same health state (readiness "", per service, and
+``liveness``): Kubernetes' gRPC probes cannot present a client certificate, so they use
+it when the main port requires mutual TLS. Every other service answers UNIMPLEMENTED
+there.
 """
 
 from __future__ import annotations
@@ -134,8 +140,8 @@ class CertificateReloader:
 
 def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
     """TLS server credentials that reload the certificate when its files change.
-    ``require`` demands a client certificate signed by the CA; with ``none`` and
-    ``optional`` gRPC Python does not ask for one (a certificate-less client is fine)."""
+    ``require`` demands a client certificate signed by the CA; with ``none`` gRPC
+    Python does not ask for one (a certificate-less client is fine)."""
     reloader = CertificateReloader(tls)
     return grpc.dynamic_ssl_server_credentials(
         reloader.configuration(),
@@ -144,9 +150,20 @@ def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
     )
 
 
+_process_health_port: int | None = None
+
+
+def set_process_health_port(port: int | None) -> None:
+    """Set once at process start (``run_process``) from ``--health-port``."""
+    global _process_health_port
+    _process_health_port = port
+
+
 class RpcServer:
     """A grpc.aio server with health, reflection, metrics and signal handling; a TLS
-    port when ``tls`` (default: the process's ``current_tls()``) has a certificate."""
+    port when ``tls`` (default: the process's ``current_tls()``) has a certificate; a
+    plaintext health-only port when ``health_port`` (default: the process's
+    ``--health-port``) is set."""
 
     def __init__(
         self,
@@ -156,19 +173,28 @@ class RpcServer:
         port: int,
         metrics_port: int | None = None,
         tls: TlsSettings | None = None,
+        health_port: int | None = None,
     ) -> None:
         self.name = name
         self.host = host
         self.port = port
         self.metrics_port = metrics_port
         self.tls = tls if tls is not None else current_tls()
+        self.health_port = health_port if health_port is not None else _process_health_port
         self.server = aio.server(options=SERVER_OPTIONS)
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        # The health-only listener: a server of its own (a grpc server's services are on
+        # all of its ports) sharing the health servicer, hence its state.
+        self.health_server: aio.Server | None = None
+        if self.health_port is not None:
+            self.health_server = aio.server(options=SERVER_OPTIONS)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
         self._service_names: list[str] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._stopping = asyncio.Event()
         self.bound_port = 0
+        self.bound_health_port = 0
 
     def add_service(self, register: Callable[[Any, aio.Server], None], servicer: Any, full_name: str) -> None:
         register(servicer, self.server)
@@ -202,12 +228,28 @@ class RpcServer:
             self.bound_port = 0
         if self.bound_port == 0:
             raise LauraError(ErrorCode.HOST_UNREACHABLE, f"cannot listen on {address}")
+        if self.health_server is not None:
+            health_address = f"{self.host}:{self.health_port}"
+            try:
+                self.bound_health_port = self.health_server.add_insecure_port(health_address)
+            except RuntimeError:
+                self.bound_health_port = 0
+            if self.bound_health_port == 0:
+                raise LauraError(
+                    ErrorCode.HOST_UNREACHABLE, f"cannot listen on {health_address} (health)"
+                )
         await self.set_serving(False)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         if self.metrics_port is not None:
             start_http_server(self.metrics_port, addr=self.host)
         log.info("%s listening on %s:%d", self.name, self.host, self.bound_port)
+        if self.health_server is not None:
+            log.info(
+                "%s health (plaintext) on %s:%d", self.name, self.host, self.bound_health_port
+            )
         return self.bound_port
 
     def install_signal_handlers(self) -> None:
@@ -228,6 +270,8 @@ class RpcServer:
         await self.set_serving(False)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+        if self.health_server is not None:  # probes saw NOT_SERVING during the grace
+            await self.health_server.stop(None)
         for hook in reversed(self._on_stop):
             try:
                 await hook()

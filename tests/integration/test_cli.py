@@ -1,7 +1,9 @@
-"""Issue 6: the admin CLI ``lauradb`` against the shared 3-shard cluster.
+"""Issue 6: the admin CLI ``lauradb`` against the shared 3-shard cluster (and a fresh
+one of its own for ``balancer start|stop`` and ``shard remove``, which change it).
 
 The CLI runs in-process (``main([...])`` in a worker thread, output through capsys),
-plus one subprocess smoke test of ``python -m lauradb.cli.main``.
+plus one subprocess smoke test of ``python -m lauradb.cli.main``. The CLI over mutual
+TLS is tested in test_tls.py and test_launcher.py.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +196,71 @@ async def test_split_then_status(
     assert f"{primary}  {bar(3, 4)}  3" in out and f"{other}  {bar(1, 4)}  1" in out
     assert "documents: 40  chunks: 4" in out
     await drop(shared_cluster, db_name)
+
+
+async def test_balancer_start_stop_and_shard_remove(
+    cluster: Callable[..., Awaitable[Cluster]], db_name: str,
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    """On a cluster of this test's own (3 shards, balancer initially off)."""
+    c = await cluster(3)
+
+    async def balancer_line() -> str:
+        code, out, err = await run(capsys, c, "balancer", "status")
+        assert code == 0, err
+        return out.splitlines()[0]
+
+    assert await balancer_line() == "balancer: disabled"
+    code, out, err = await run(capsys, c, "balancer", "start")
+    assert (code, out) == (0, "balancer enabled\n"), err
+    assert await balancer_line() == "balancer: enabled"
+    code, out, _ = await run(capsys, c, "status")
+    assert code == 0 and "balancer: enabled" in out
+    code, out, err = await run(capsys, c, "balancer", "stop")
+    assert (code, out) == (0, "balancer disabled\n"), err
+    assert await balancer_line() == "balancer: disabled"
+    code, out, _ = await run(capsys, c, "status")
+    assert code == 0 and "balancer: disabled" in out
+
+    # A database (unsharded data) makes one shard its primary; another shard is spare.
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"_id": i}) + "\n" for i in range(5)))
+    code, _, err = await run(capsys, c, "insert", f"{db_name}.c", str(data))
+    assert code == 0, err
+    code, out, _ = await run(capsys, c, "status")
+    primary = out.split(f"  {db_name}  primary: ")[1].split()[0]
+    spare, last = (s for s in c.shard_ids if s != primary)
+
+    # The spare shard owns nothing: removed at once.
+    code, out, err = await run(capsys, c, "shard", "remove", spare)
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"shard {spare}: completed  remaining chunks: 0  remaining databases: 0",
+        f"shard '{spare}' removed from the cluster",
+    ]
+    code, out, _ = await run(capsys, c, "shard", "list")
+    assert spare not in out and primary in out
+
+    # The primary starts draining (the balancer is stopped, so it stays draining).
+    code, out, err = await run(capsys, c, "shard", "remove", primary)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"shard {primary}: started  remaining chunks: 0  remaining databases: 1"
+    assert lines[1].startswith(f"draining shard '{primary}' started: remaining 0 chunk(s), "
+                               "1 database(s) as primary")
+    code, out, _ = await run(capsys, c, "shard", "remove", primary)
+    assert out.startswith(f"shard {primary}: ongoing  remaining chunks: 0  remaining databases: 1")
+    code, out, _ = await run(capsys, c, "shard", "list")
+    rows = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:]}
+    assert rows == {primary: "draining", last: "active"}
+
+    # The last active shard cannot go: one line, exit 1.
+    code, out, err = await run(capsys, c, "shard", "remove", last)
+    assert code == 1 and out == ""
+    assert err.startswith("lauradb: ILLEGAL_OPERATION: ") and "last shard" in err
+    assert err.count("\n") == 1
+    code, out, _ = await run(capsys, c, "query", f"{db_name}.c", "{}")
+    assert code == 0 and len(parse_docs(out)) == 5  # the data is still served
 
 
 def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,9 @@
-"""``lauradb-cluster up``: start, serve, stop cleanly on SIGTERM, come back with the data."""
+"""``lauradb-cluster up``: start, serve, stop cleanly on SIGTERM, come back with the data;
+with ``--tls-*`` flags, a mutual-TLS cluster."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -10,11 +12,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from grpc import aio
 
+from lauradb.cli.main import main as cli_main
 from lauradb.cluster import routing_pb2_grpc
-from lauradb.launcher import plan_cluster, shard_port
+from lauradb.launcher import parse_args, plan_cluster, shard_port
+from lauradb.rpc.channels import TlsSettings, make_channel
 from tests.integration.harness import (
     REPO_ROOT,
     count,
@@ -23,6 +28,7 @@ from tests.integration.harness import (
     insert_many,
     query_all,
 )
+from tests.integration.tls_pki import Pki, needs_openssl
 
 READY = re.compile(r"cluster ready: router at (\S+)")
 CHILD_LINE = re.compile(r"^(config|shard\d+|router)\s+(\S+)\s+pid (\d+)", re.M)
@@ -83,6 +89,11 @@ def pid_gone(pid: int) -> bool:
         return True
 
 
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
 @pytest.fixture
 def launches(tmp_path: Path) -> Iterator[list[LauncherRun]]:
     runs: list[LauncherRun] = []
@@ -108,6 +119,30 @@ def test_port_layout() -> None:
     assert argv[1:3] == ["-m", "shard_stub"]
     assert argv[argv.index("--config") + 1] == "127.0.0.1:27019"
     assert argv[argv.index("--shard-id") + 1] == "shard2"
+    assert not any(a.startswith("--tls") for a in argv)
+
+
+def test_tls_flags_reach_every_child() -> None:
+    tls = TlsSettings(cert="n.pem", key="n.key", ca="ca.pem", client_auth="require")
+    plan = plan_cluster(2, 27017, Path("d"), "127.0.0.1", tls)
+    assert plan.tls == tls
+    for spec in (plan.config, *plan.shards, plan.router):
+        argv = spec.argv("info")
+        for flag, value in (("--tls-cert", "n.pem"), ("--tls-key", "n.key"),
+                            ("--tls-ca", "ca.pem")):
+            assert argv[argv.index(flag) + 1] == os.path.abspath(value), spec.name
+        assert argv[argv.index("--tls-client-auth") + 1] == "require", spec.name
+
+
+def test_tls_flags_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, message in (
+        (["--tls-cert", "x.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-ca", "ca.pem"], "--tls-ca alone is not enough"),
+        (["--tls-client-auth", "optional"], "'optional' is not supported"),
+    ):
+        with pytest.raises(SystemExit):
+            parse_args(["up", *argv])
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.integration
@@ -155,6 +190,37 @@ async def test_child_death_stops_the_rest(tmp_path: Path, launches: list[Launche
     assert run.wait_exit() != 0
     assert "shard1" in run.output().split("cluster ready", 1)[1]
     assert all(pid_gone(pid) for pid in children.values()), run.output()
+
+
+@pytest.mark.integration
+@needs_openssl
+async def test_up_with_mutual_tls(
+    pki: Pki, tmp_path: Path, launches: list[LauncherRun], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``up --tls-... --tls-client-auth require``: every child requires client
+    certificates, so the launcher's health waits and AddShard calls were mutual TLS."""
+    base = free_port_block(4)
+    args = ["--shards", "1", "--port", str(base), "--data-dir", str(tmp_path / "data"),
+            *pki.flags("require")]
+    run = LauncherRun(args, tmp_path / "launcher.log")
+    launches.append(run)
+    router_address = await run.wait_ready()
+    async with make_channel(router_address, pki.client_tls()) as channel:
+        router = routing_pb2_grpc.RouterServiceStub(channel)
+        assert await insert_many(router, "launchtls", "c", [{"_id": i} for i in range(20)]) == 20
+        assert await count(router, "launchtls", "c") == 20
+    async with aio.insecure_channel(router_address) as channel:  # plaintext: refused
+        with pytest.raises(grpc.RpcError):
+            await count(routing_pb2_grpc.RouterServiceStub(channel), "launchtls", "c")
+    capsys.readouterr()
+    code = await asyncio.to_thread(
+        cli_main, ["--router", router_address, *pki.client_flags(), "shard", "list"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.splitlines()[1].split()[:2] == ["shard0", f"127.0.0.1:{shard_port(base, 0)}"]
+    assert run.stop() == 0, run.output()
+    assert all(pid_gone(pid) for pid in run.children().values())
 
 
 def test_children_do_not_inherit_lauradb_settings() -> None:

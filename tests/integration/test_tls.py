@@ -1,5 +1,7 @@
-"""TLS and mutual TLS on listeners and cluster channels (``--tls-*`` flags), and
-certificate rotation without restart. Certificates are made with the ``openssl`` CLI."""
+"""TLS and mutual TLS on listeners and cluster channels (``--tls-*`` flags), certificate
+rotation without restart, the plaintext health-only port (``--health-port``) and the
+admin CLI over mutual TLS. Certificates are made with the ``openssl`` CLI
+(tests/integration/tls_pki.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,75 +19,15 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from lauradb.cli.main import main as cli_main
 from lauradb.cluster import routing_pb2, routing_pb2_grpc
 from lauradb.errors import LauraError
 from lauradb.rpc.channels import TlsSettings, make_channel, tls_from_args
-from lauradb.rpc.server import wait_for_health
+from lauradb.rpc.server import LIVENESS_SERVICE, wait_for_health
 from tests.integration.harness import HOST, Proc, free_port, insert_many, query_all
+from tests.integration.tls_pki import Pki, make_leaf, needs_openssl
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI"),
-]
-
-EXT = (
-    "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-    "basicConstraints=critical,CA:FALSE\n"
-    "keyUsage=critical,digitalSignature,keyEncipherment\n"
-    "extendedKeyUsage=serverAuth,clientAuth\n"
-)
-
-
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-def make_ca(d: Path, name: str) -> tuple[Path, Path]:
-    cert, key = d / f"{name}.pem", d / f"{name}.key"
-    openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )
-    return cert, key
-
-
-def make_leaf(d: Path, name: str, ca: tuple[Path, Path], serial: int) -> tuple[Path, Path]:
-    cert, key, csr, ext = (d / f"{name}.{s}" for s in ("pem", "key", "csr", "ext"))
-    ext.write_text(EXT)
-    openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}",
-    )
-    openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
-        "-set_serial", str(serial), "-days", "2", "-out", str(cert), "-extfile", str(ext),
-    )
-    return cert, key
-
-
-class Pki:
-    def __init__(self, d: Path) -> None:
-        d.mkdir(parents=True, exist_ok=True)
-        self.dir = d
-        self.ca = make_ca(d, "cluster-ca")
-        self.other_ca = make_ca(d, "unknown-ca")
-        self.node = make_leaf(d, "node", self.ca, serial=1001)
-        self.client = make_leaf(d, "client", self.ca, serial=2001)
-
-    def flags(self, client_auth: str) -> list[str]:
-        return [
-            "--tls-cert", str(self.node[0]), "--tls-key", str(self.node[1]),
-            "--tls-ca", str(self.ca[0]), "--tls-client-auth", client_auth,
-        ]
-
-    def client_tls(self, *, with_cert: bool = True, ca: Path | None = None) -> TlsSettings:
-        cert, key = self.client if with_cert else (None, None)
-        return TlsSettings(
-            cert=str(cert) if cert else None, key=str(key) if key else None,
-            ca=str(ca or self.ca[0]),
-        )
+pytestmark = [pytest.mark.integration, needs_openssl]
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +47,10 @@ async def healthy(proc: Proc, tls: TlsSettings, timeout: float = 20.0) -> None:
             assert loop.time() < deadline, f"{proc.name} not healthy\n{proc.log_tail()}"
 
 
-async def check(address: str, channel: aio.Channel) -> int:
+async def check(address: str, channel: aio.Channel, service: str = "") -> int:
     async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3.0)
+        resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=3.0)
         return int(resp.status)
 
 
@@ -140,7 +81,7 @@ async def tls_config(pki: Pki, tmp_path: Path) -> AsyncIterator[tuple[Proc, Path
     shutil.copy(pki.node[1], key)
     flags = [
         "--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(pki.ca[0]),
-        "--tls-client-auth", "optional",  # as the deploy's router port: cert not required
+        "--tls-client-auth", "none",  # a client certificate is not asked for
     ]
     proc = config_proc(tmp_path, "config", flags)
     proc.start()
@@ -164,10 +105,14 @@ def test_tls_flags_are_checked(pki: Pki, tmp_path: Path) -> None:
         {"tls_cert": str(pki.node[0])},  # no key
         {**node, "tls_client_auth": "require"},  # no CA to verify clients with
         {**node, "tls_ca": str(tmp_path / "missing.pem")},
-        {"tls_client_auth": "optional"},
+        {"tls_client_auth": "require"},  # no certificate
     ):
         with pytest.raises(LauraError):
             settings(**bad)
+    # 'optional' is gone: gRPC Python cannot ask for a client certificate without
+    # requiring it, so it would silently mean 'none'.
+    with pytest.raises(LauraError, match="'optional' is not supported"):
+        settings(**node, tls_ca=str(pki.ca[0]), tls_client_auth="optional")
 
 
 async def test_tls_listener_trust_and_rotation(
@@ -197,20 +142,35 @@ async def test_tls_listener_trust_and_rotation(
     assert proc.alive and proc.pid == pid
 
 
-async def test_mutual_tls_cluster(pki: Pki, tmp_path: Path) -> None:
+async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The admin CLI in-process (in a worker thread); exit code, stdout, stderr."""
+    capsys.readouterr()
+    code = await asyncio.to_thread(cli_main, list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_mutual_tls_cluster(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every process with --tls-client-auth require and a plaintext --health-port."""
     flags = pki.flags("require")
-    config = config_proc(tmp_path, "config", flags)
+    health = {name: free_port() for name in ("config", "shard0", "router")}
+    config = config_proc(tmp_path, "config", [*flags, "--health-port", str(health["config"])])
     shard_port, router_port = free_port(), free_port()
     shard = Proc(
         "shard0", "shard_stub",
         ["--host", HOST, "--port", str(shard_port), "--data-dir", str(tmp_path / "shard0"),
-         "--shard-id", "shard0", "--config", config.address, *flags],
+         "--shard-id", "shard0", "--config", config.address, *flags,
+         "--health-port", str(health["shard0"])],
         address=f"{HOST}:{shard_port}", data_dir=tmp_path / "shard0",
         log_path=tmp_path / "shard0.log",
     )
     router = Proc(
         "router", "router",
-        ["--host", HOST, "--port", str(router_port), "--config", config.address, *flags],
+        ["--host", HOST, "--port", str(router_port), "--config", config.address, *flags,
+         "--health-port", str(health["router"])],
         address=f"{HOST}:{router_port}", data_dir=None, log_path=tmp_path / "router.log",
     )
     client = pki.client_tls()
@@ -235,7 +195,63 @@ async def test_mutual_tls_cluster(pki: Pki, tmp_path: Path) -> None:
             assert await insert_many(rstub, "tlsdb", "c", docs) == 5
             found = await query_all(rstub, "tlsdb", "c", {"x": {"$gte": 4}})
             assert sorted(d["_id"] for d in found) == [2, 3, 4]
+
+        await check_health_ports(router.address, {n: f"{HOST}:{p}" for n, p in health.items()})
+        await check_cli_over_mtls(pki, router.address, capsys, monkeypatch)
     finally:
         for proc in reversed(procs):
             proc.terminate(check=False)
             proc.forget()
+
+
+async def check_health_ports(router: str, health: dict[str, str]) -> None:
+    """(7) The health ports answer plaintext health checks (readiness "" and liveness)
+    while the main ports require mutual TLS; they serve nothing but grpc.health.v1."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError):  # the main port: plaintext refused
+        await check(router, aio.insecure_channel(router))
+    for name, address in health.items():
+        assert await check(address, aio.insecure_channel(address)) == serving, name
+        live = await check(address, aio.insecure_channel(address), LIVENESS_SERVICE)
+        assert live == serving, name
+    async with aio.insecure_channel(health["router"]) as channel:
+        rstub = routing_pb2_grpc.RouterServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            await rstub.Query(routing_pb2.QueryRequest(database="tlsdb", collection="c"),
+                              timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        cstub = routing_pb2_grpc.ConfigServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            await cstub.AddShard(routing_pb2.AddShardRequest(shard_id="x"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def check_cli_over_mtls(
+    pki: Pki, router: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(8) The admin CLI against the mutual-TLS router: flags, then LAURADB_TLS_* variables;
+    without a client certificate or without TLS it fails with one line, exit 1."""
+    for var in ("LAURADB_TLS_CA", "LAURADB_TLS_CERT", "LAURADB_TLS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    code, out, err = await cli(capsys, "--router", router, *pki.client_flags(), "status")
+    assert code == 0, err
+    assert out.startswith(f"--- LauraDB cluster at {router} ---")
+    assert "shard0" in out and "tlsdb  primary: shard0" in out
+    assert "tlsdb.c  unsharded on shard0  documents: 5" in out
+
+    for flags in (pki.client_flags(with_cert=False), []):  # no client cert / plaintext
+        code, out, err = await cli(capsys, "--router", router, "--timeout", "5", *flags,
+                                   "status")
+        assert code == 1 and out == "", (flags, out)
+        assert err.startswith("lauradb: ") and err.count("\n") == 1, err
+
+    code, _, err = await cli(capsys, "--router", router, "--tls-ca", str(pki.dir / "nope.pem"),
+                             "status")
+    assert code == 2 and err.startswith("lauradb: BAD_VALUE: cannot read TLS file"), err
+
+    monkeypatch.setenv("LAURADB_TLS_CA", str(pki.ca[0]))
+    monkeypatch.setenv("LAURADB_TLS_CERT", str(pki.client[0]))
+    monkeypatch.setenv("LAURADB_TLS_KEY", str(pki.client[1]))
+    code, out, err = await cli(capsys, "--router", router, "shard", "list")
+    assert code == 0, err
+    assert out.splitlines()[1].split()[0] == "shard0"

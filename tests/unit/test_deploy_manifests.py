@@ -10,7 +10,8 @@ On top of the schemas, the checks a reviewer would make: hardened containers wit
 probes and resources, one image for every role, consistent labels and selectors, the
 process flags accepted by the real argument parsers, the add-shards Job in step with the
 shard StatefulSets, and each overlay's own promises (dev sizes, prod HPA/PDB/policies,
-TLS mounts, cert-manager resources).
+TLS: mounts, mutual-TLS flags, probes on the plaintext health port, the Job over TLS;
+cert-manager resources).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from lauradb.rpc.channels import TLS_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -58,6 +61,10 @@ GRPC_PORTS = {"router": 27017, "shard": 27018, "config-server": 27019}
 RUN_AS_USER = 10001
 TLS_SECRET = "lauradb-tls"
 TLS_DIR = "/etc/lauradb/tls"
+TLS_FILES = {"cert": f"{TLS_DIR}/tls.crt", "key": f"{TLS_DIR}/tls.key", "ca": f"{TLS_DIR}/ca.crt"}
+# The plaintext health-only port (--health-port) of the TLS overlays' servers.
+HEALTH_PORT = 9091
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 CERT_MANAGER_API = "cert-manager.io/v1"
 ISSUER_TYPES = ("acme", "ca", "selfSigned", "vault", "venafi")
 
@@ -277,19 +284,25 @@ def test_pods_run_as_the_image_user_without_api_access(name: str) -> None:
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_servers_have_grpc_readiness_and_liveness_probes_on_their_port(name: str) -> None:
+    """Probes ask the gRPC port, or with TLS the plaintext health port (the kubelet's
+    gRPC probes cannot present a client certificate)."""
     objs = render(name)
     for workload in servers(objs):
         role = component(workload)
         assert role in GRPC_PORTS, f"unexpected server component {role}"
+        probed = HEALTH_PORT if name in WITH_TLS else GRPC_PORTS[role]
         for container in containers(workload):
             where = f"{name}: {workload['metadata']['name']}/{container['name']}"
             ports = {p["name"]: p["containerPort"] for p in container["ports"]}
             assert ports["grpc"] == GRPC_PORTS[role], where
+            assert ports.get("health") == (HEALTH_PORT if name in WITH_TLS else None), where
             for probe in ("readinessProbe", "livenessProbe"):
                 assert probe in container, f"{where}: no {probe}"
-                assert container[probe]["grpc"]["port"] == GRPC_PORTS[role], f"{where}: {probe}"
+                assert container[probe]["grpc"]["port"] == probed, f"{where}: {probe}"
+            assert container["livenessProbe"]["grpc"].get("service") == "liveness", where
+            assert not container["readinessProbe"]["grpc"].get("service"), where
             if "startupProbe" in container:
-                assert container["startupProbe"]["grpc"]["port"] == GRPC_PORTS[role], where
+                assert container["startupProbe"]["grpc"]["port"] == probed, where
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -325,6 +338,17 @@ def test_commands_are_the_project_entrypoints_and_flags_parse(name: str) -> None
         role = component(workload)
         assert args.host == "0.0.0.0" and args.port == GRPC_PORTS[role], argv
         assert args.log_format in ("text", "json")
+        if name in WITH_TLS:  # mutual TLS on every port, probes on the health port
+            assert (args.tls_cert, args.tls_key, args.tls_ca) == (
+                TLS_FILES["cert"], TLS_FILES["key"], TLS_FILES["ca"]
+            ), argv
+            assert args.tls_client_auth == "require", argv
+            assert args.health_port == HEALTH_PORT != args.port, argv
+            for probe in PROBES:
+                assert container[probe]["grpc"]["port"] == args.health_port, probe
+        else:
+            assert args.tls_cert is args.tls_key is args.tls_ca is None, argv
+            assert args.tls_client_auth == "none" and args.health_port is None, argv
         if role != "config-server":
             assert args.config == settings["LAURADB_CONFIG_ADDRESS"], argv
         if workload["kind"] == "StatefulSet":
@@ -435,20 +459,44 @@ class _FakeRpcError(Exception):
         return "config server starting"
 
 
+@pytest.mark.parametrize("name", [BASE, TLS])
 def test_add_shards_script_registers_every_shard_and_retries(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     """Run the Job's script in-process against a fake ConfigService: one AddShard per
     shard with the shard's DNS name, the node id its membership loop registers, and a
-    retry while the config server is not answering yet."""
+    retry while the config server is not answering yet; over a plaintext channel, or
+    with the TLS overlay a TLS channel with the mounted files (the pod's certificate as
+    client certificate: the config server requires one)."""
     import grpc
 
     from lauradb.cluster import routing_pb2, routing_pb2_grpc
     from shard_stub.membership import node_id_for
 
-    objs = render(BASE)
+    objs = render(name)
     _, script, env = add_shards_job(objs)
     ast.parse(script)
+    channels: list[tuple[str, str, dict[str, bytes]]] = []
+    files: dict[str, bytes] = {}
+    for key, var in TLS_ENV.items():  # the mounted Secret's files, here in tmp_path
+        if var in env:
+            assert env[var] == TLS_FILES[key]
+            local = tmp_path / Path(env[var]).name
+            files[key] = f"PEM {key}".encode()
+            local.write_bytes(files[key])
+            env[var] = str(local)
+
+    def credentials(**kw: bytes) -> dict[str, bytes]:
+        return kw
+
+    def insecure(target: str, options: object = None) -> str:
+        channels.append(("plaintext", target, {}))
+        return f"channel to {target}"
+
+    def secure(target: str, creds: dict[str, bytes], options: object = None) -> str:
+        channels.append(("tls", target, creds))
+        return f"TLS channel to {target}"
     calls: list[routing_pb2.AddShardRequest] = []
     failures = [1]  # the first call fails
 
@@ -465,12 +513,26 @@ def test_add_shards_script_registers_every_shard_and_retries(
             return routing_pb2.AddShardResponse(success=True, message=f"{request.shard_id} added")
 
     monkeypatch.setattr(grpc, "RpcError", _FakeRpcError)
-    monkeypatch.setattr(grpc, "insecure_channel", lambda target: f"channel to {target}")
+    monkeypatch.setattr(grpc, "insecure_channel", insecure)
+    monkeypatch.setattr(grpc, "secure_channel", secure)
+    monkeypatch.setattr(grpc, "ssl_channel_credentials", credentials)
     monkeypatch.setattr(routing_pb2_grpc, "ConfigServiceStub", FakeStub)
     monkeypatch.setattr("time.sleep", lambda seconds: None)
+    for var in TLS_ENV.values():
+        monkeypatch.delenv(var, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     exec(compile(script, "lauradb-add-shards", "exec"), {"__name__": "__main__"})
+
+    config = env["LAURADB_CONFIG_ADDRESS"]
+    if name in WITH_TLS:
+        assert channels == [("tls", config, {
+            "root_certificates": files["ca"],
+            "private_key": files["key"],
+            "certificate_chain": files["cert"],
+        })]
+    else:
+        assert channels == [("plaintext", config, {})]
 
     got = [(c.shard_id, c.node_id, f"{c.host}:{c.port}") for c in calls]
     shard_ids = [(pod_labels(s)[SHARD_ID_LABEL], s) for s in shard_sets(objs)]
@@ -580,8 +642,19 @@ def test_tls_secret_mounted_only_by_tls_overlays(name: str) -> None:
             assert not mounts and not any(k.startswith("LAURADB_TLS_") for k in env)
             continue
         assert [(m["mountPath"], m.get("readOnly")) for m in mounts] == [(TLS_DIR, True)]
-        for key, file in (("CERT", "tls.crt"), ("KEY", "tls.key"), ("CA", "ca.crt")):
-            assert env[f"LAURADB_TLS_{key}_FILE"] == f"{TLS_DIR}/{file}"
+        # The processes' own variable names: the add-shards Job and `lauradb` in a pod
+        # read them too.
+        for key, file in TLS_FILES.items():
+            assert env[TLS_ENV[key]] == file
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_grpc_services_claim_cleartext_http2_only_without_tls(name: str) -> None:
+    for service in of_kind(render(name), "Service"):
+        grpc_ports = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
+        assert len(grpc_ports) == 1
+        expected = None if name in WITH_TLS else "kubernetes.io/h2c"
+        assert grpc_ports[0].get("appProtocol") == expected, service["metadata"]["name"]
 
 
 def test_cert_manager_resources() -> None:

@@ -52,6 +52,9 @@ CASES = [
     ("host", ["--host", "a"], "b", 'host = "c"', "127.0.0.1", "a", "b", "c"),
     ("batch", ["--batch", "4"], "5", "batch = 6", 10, 4, 5, 6),
     ("metrics_port", ["--metrics-port", "1"], "2", "metrics_port = 3", None, 1, 2, 3),
+    ("health_port", ["--health-port", "1"], "2", "health-port = 3", None, 1, 2, 3),
+    ("tls_client_auth", ["--tls-client-auth=require"], "none", 'tls_client_auth = "require"',
+     "none", "require", "none", "require"),
 ]
 
 
@@ -119,6 +122,8 @@ def test_unknown_toml_keys_are_named(tmp_path: Path, capsys: pytest.CaptureFixtu
         ({"LAURADB_LOG_LEVEL": "loud"}, "LAURADB_LOG_LEVEL"),
         ({"LAURADB_BATCH": "-3"}, "must be positive"),
         ({"LAURADB_NO_BALANCER": "maybe"}, "LAURADB_NO_BALANCER"),
+        ({"LAURADB_TLS_CLIENT_AUTH": "optional"}, "'optional' is not supported"),
+        ({"LAURADB_TLS_CLIENT_AUTH": "sometimes"}, "choose from none, require"),
     ],
 )
 def test_bad_env_value_is_an_error_naming_the_variable(
@@ -143,6 +148,16 @@ def test_bad_file_value_is_an_error_naming_the_file(
     assert "config file" in err and "bad value for" in err
 
 
+def test_tls_client_auth_optional_is_refused_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse(["--data-dir", "d", "--tls-client-auth", "optional"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "'optional' is not supported" in err and "use none or require" in err
+
+
 def test_unreadable_or_invalid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parse(["--data-dir", "d", "--config-file", str(tmp_path / "missing.toml")])
@@ -161,8 +176,10 @@ def test_help_lists_flags_env_and_file(
         module.parse_args(["--help"])  # type: ignore[attr-defined]
     assert exc.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    for flag in ("--host", "--port", "--log-level", "--config-file"):
+    for flag in ("--host", "--port", "--health-port", "--log-level", "--config-file",
+                 "--tls-cert", "--tls-key", "--tls-ca", "--tls-client-auth {none,require}"):
         assert flag in out
+    assert "LAURADB_HEALTH_PORT" in out and "LAURADB_TLS_CERT" in out
     assert "LAURADB_PORT" in out and "LAURADB_CONFIG_FILE" in out and "TOML" in out
     assert "Precedence: command-line flags, then environment variables" in out
 
