@@ -51,6 +51,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_MEMORY_LIMIT // (1024 * 1024),
         help="memory limit of a blocking aggregation stage at the router, in MiB",
     )
+    parser.add_argument(
+        "--test-drop-write-replies",
+        action="store_true",
+        help="TESTING ONLY: after a write completed on the shards, fail the call with "
+        "UNAVAILABLE instead of replying (simulates a lost reply, for retry tests)",
+    )
     args = parse_with_sources(parser, argv)
     if ":" not in args.config:
         parser.error("--config must be HOST:PORT")
@@ -68,6 +74,7 @@ async def _serve(args: argparse.Namespace) -> None:
         cursor_timeout=args.cursor_timeout,
         memory_limit_bytes=args.memory_limit_mb * 1024 * 1024,
         metrics_port=args.metrics_port,
+        drop_write_replies=args.test_drop_write_replies,
     )
     await app.run()
 

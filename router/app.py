@@ -14,6 +14,7 @@ from router.config_client import DEFAULT_CONFIG_TIMEOUT, ConfigClient
 from router.config_proxy import ConfigProxy
 from router.context import DEFAULT_MEMORY_LIMIT, RouterContext
 from router.cursors import IDLE_TIMEOUT, CursorRegistry
+from router.retryable import RetryCache
 from router.routing_cache import RoutingCache
 from router.service import RouterService
 from router.shard_client import DEFAULT_SHARD_TIMEOUT, ShardClient
@@ -42,6 +43,7 @@ class RouterApp:
         cursor_timeout: float = IDLE_TIMEOUT,
         memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT,
         metrics_port: int | None = None,
+        drop_write_replies: bool = False,
     ) -> None:
         self.pool = ChannelPool()
         self.config = ConfigClient(self.pool.get(config_address), config_address, config_timeout)
@@ -56,7 +58,7 @@ class RouterApp:
         )
         self.server.add_service(
             routing_pb2_grpc.add_RouterServiceServicer_to_server,
-            RouterService(self.ctx),
+            RouterService(self.ctx, RetryCache(), drop_write_replies),
             ROUTER_SERVICE,
         )
         self.server.add_service(
@@ -64,6 +66,11 @@ class RouterApp:
             ConfigProxy(self.config, self.cache),
             CONFIG_SERVICE,
         )
+        if drop_write_replies:
+            log.warning(
+                "--test-drop-write-replies: every write reply is dropped (UNAVAILABLE); "
+                "testing only"
+            )
         self.server.on_stop(self._close)
         self.serving = False
         self._health_task: asyncio.Task[None] | None = None

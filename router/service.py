@@ -1,8 +1,15 @@
-"""RouterService: the application-facing API of the router."""
+"""RouterService: the application-facing API of the router.
+
+Insert/Update/Delete with a client ``request_id`` are retryable writes: they run
+through the ``RetryCache`` (see ``router.retryable``). ``drop_write_replies`` is a
+testing-only hook (``--test-drop-write-replies``): a write that completed on the
+shards fails with UNAVAILABLE instead of answering, as if its reply had been lost.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from grpc import aio
 
@@ -13,15 +20,52 @@ from router import aggregate as aggregate_mod
 from router import catalog, distinct, indexes, query_exec, writes
 from router.context import RouterContext
 from router.namespaces import check_namespace
+from router.retryable import (
+    RetryCache,
+    RetryIdentity,
+    delete_identity,
+    insert_identity,
+    update_identity,
+)
 
 __all__ = ["RouterService"]
 
 Ctx = aio.ServicerContext[Any, Any]
+W = TypeVar("W")
+
+
+def _insert_complete(resp: routing_pb2.InsertResponse) -> bool:
+    return not resp.errors
 
 
 class RouterService(routing_pb2_grpc.RouterServiceServicer):
-    def __init__(self, ctx: RouterContext) -> None:
+    def __init__(
+        self,
+        ctx: RouterContext,
+        retries: RetryCache | None = None,
+        drop_write_replies: bool = False,
+    ) -> None:
         self.ctx = ctx
+        self.retries = retries if retries is not None else RetryCache()
+        self.drop_write_replies = drop_write_replies
+
+    async def _write(
+        self,
+        ident: RetryIdentity | None,
+        run: Callable[[RetryIdentity | None], Awaitable[W]],
+        complete: Callable[[W], bool] = lambda _: True,
+    ) -> W:
+        if ident is None:
+            resp = await run(None)
+        else:
+            resp = await self.retries.run(ident, lambda: run(ident), complete)
+        if self.drop_write_replies:
+            raise LauraError(
+                ErrorCode.HOST_UNREACHABLE,
+                "reply dropped after the write completed (--test-drop-write-replies, "
+                "testing only)",
+            )
+        return resp
 
     @rpc_method
     async def Query(self, request: routing_pb2.QueryRequest, context: Ctx) -> routing_pb2.QueryResponse:
@@ -50,19 +94,27 @@ class RouterService(routing_pb2_grpc.RouterServiceServicer):
     async def Insert(
         self, request: routing_pb2.InsertRequest, context: Ctx
     ) -> routing_pb2.InsertResponse:
-        return await writes.insert(self.ctx, request)
+        return await self._write(
+            insert_identity(request),
+            lambda ident: writes.insert(self.ctx, request, ident),
+            _insert_complete,
+        )
 
     @rpc_method
     async def Update(
         self, request: routing_pb2.UpdateRequest, context: Ctx
     ) -> routing_pb2.UpdateResponse:
-        return await writes.update(self.ctx, request)
+        return await self._write(
+            update_identity(request), lambda ident: writes.update(self.ctx, request, ident)
+        )
 
     @rpc_method
     async def Delete(
         self, request: routing_pb2.DeleteRequest, context: Ctx
     ) -> routing_pb2.DeleteResponse:
-        return await writes.delete(self.ctx, request)
+        return await self._write(
+            delete_identity(request), lambda ident: writes.delete(self.ctx, request, ident)
+        )
 
     @rpc_method
     async def Aggregate(

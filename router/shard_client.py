@@ -5,6 +5,10 @@
 * A shard that is down (UNAVAILABLE, or no answer within the deadline) becomes
   SHARD_UNAVAILABLE naming the shard id and address; any other failure keeps the
   code the shard sent.
+* Requests that carry a ``request_id`` and leave it empty get the router's current
+  one (the client's, or the id generated for this request's log lines), so router and
+  shard log lines of one request show the same id. It is only for log correlation:
+  retryable writes carry the client's id separately (``retry_id``).
 * ``with_stale_retry`` runs an operation against the cached routing table; on
   STALE_CONFIG it refreshes that namespace (single-flight) and retries, at most
   ``MAX_STALE_RETRIES`` times with a 10 -> 500 ms backoff: about 10 s of waiting in
@@ -24,6 +28,7 @@ from lauradb.cluster import shard_pb2, shard_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.channels import ChannelPool
 from lauradb.rpc.errors import from_proto, from_rpc_error
+from lauradb.rpc.request_context import current_request_id
 from router import metrics
 from router.config_client import has_error_trailer
 from router.routing_cache import RoutingCache
@@ -101,6 +106,8 @@ class ShardClient:
     ) -> Any:
         """Call ShardService ``method`` on ``address``; failures -> LauraError."""
         fn: Callable[..., Awaitable[Any]] = getattr(self.stub(address), method)
+        if getattr(request, "request_id", None) == "":
+            request.request_id = current_request_id()
         try:
             resp = await fn(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.RpcError as exc:

@@ -10,6 +10,14 @@ one document in the cluster: a filter that pins the full shard key (or reaches o
 shard) goes to that shard; otherwise the router finds a candidate (``_id``) on the
 targeted shards, then updates/deletes it by ``{$and: [filter, {_id: id}]}`` on its
 shard, retrying if it lost a race.
+
+Retryable writes (``retry``, see ``router.retryable``): the shard requests carry the
+client's request id as ``retry_id`` with statement ids (an insert: each document's
+index in the client's request, however the documents are batched; a single
+update/delete: 0), and the shards answer statements they executed before from their
+records. The two-phase path asks in its query phase whether a shard executed the
+statement already; if one did, that shard answers from its record (``history_only``),
+so a retried ``multi=false`` write never applies to a second document.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from lauradb.cluster import error_pb2, routing_pb2, shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import compile_filter
 from lauradb.query.update import compile_update
+from lauradb.rpc.request_context import current_request_id
 from router import metrics
 from router.context import RouterContext
 from router.insert_batching import (
@@ -40,6 +49,7 @@ from router.insert_batching import (
     split_batch,
 )
 from router.namespaces import check_namespace, decode_field, decode_required
+from router.retryable import RetryIdentity
 from router.routing_table import RoutingTable
 from router.shard_client import MAX_STALE_RETRIES, is_stale, stale_backoff
 from router.targets import Targets, target_filter
@@ -65,7 +75,8 @@ MAX_TWO_PHASE_ATTEMPTS = 5
 class _InsertRun:
     """Accumulated outcome of one Insert request."""
 
-    def __init__(self) -> None:
+    def __init__(self, retry: RetryIdentity | None = None) -> None:
+        self.retry = retry
         self.inserted = 0
         self.errors: list[WriteErrorInfo] = []
         self.shard_level: list[LauraError] = []  # whole-batch failures (e.g. shard down)
@@ -76,14 +87,16 @@ class _InsertRun:
         self.errors.extend(WriteErrorInfo.of(i.index, err) for i in items)
 
 
-async def insert(ctx: RouterContext, req: routing_pb2.InsertRequest) -> routing_pb2.InsertResponse:
+async def insert(
+    ctx: RouterContext, req: routing_pb2.InsertRequest, retry: RetryIdentity | None = None
+) -> routing_pb2.InsertResponse:
     check_namespace(req.database, req.collection)
     out = routing_pb2.InsertResponse(request_id=req.request_id)
     if not req.documents:
         return out
     items = prepare_documents(req.documents)
     table = await ctx.table_for_write(req.database, req.collection)
-    run = _InsertRun()
+    run = _InsertRun(retry)
     if req.ordered:
         await _insert_ordered(ctx, req, table, items, run)
     else:
@@ -110,15 +123,20 @@ async def _send_batch(
     table: RoutingTable,
     batch: Batch,
     ordered: bool,
+    retry: RetryIdentity | None,
 ) -> shard_pb2.ShardInsertResponse:
     sreq = shard_pb2.ShardInsertRequest(
-        request_id=req.request_id,
+        request_id=current_request_id(),
         database=req.database,
         collection=req.collection,
         documents=batch.documents,
         ordered=ordered,
         version=table.shard_version(batch.shard),
     )
+    if retry is not None:
+        sreq.retry_id = retry.retry_id
+        sreq.stmt_ids.extend(item.index for item in batch.items)
+        sreq.retry_fingerprint = retry.fingerprint
     address = ctx.shards.address_of(table, batch.shard)
     resp: shard_pb2.ShardInsertResponse = await ctx.shards.call(batch.shard, address, "Insert", sreq)
     return resp
@@ -147,7 +165,7 @@ async def _insert_ordered(
         while pending:
             batch = pending.popleft()
             try:
-                resp = await _send_batch(ctx, req, table, batch, True)
+                resp = await _send_batch(ctx, req, table, batch, True, run.retry)
             except LauraError as err:
                 if is_stale(err) and stale_attempts < MAX_STALE_RETRIES:
                     table = await ctx.cache.refresh(req.database, req.collection, table)
@@ -197,7 +215,7 @@ async def _unordered_shard(
 ) -> None:
     for piece in split_batch(batch):
         try:
-            resp = await _send_batch(ctx, req, table, piece, False)
+            resp = await _send_batch(ctx, req, table, piece, False, run.retry)
         except LauraError as err:
             if is_stale(err) and attempt < MAX_STALE_RETRIES:
                 new_table = await ctx.cache.refresh(req.database, req.collection, table)
@@ -320,8 +338,12 @@ class _WriteSpec:
         self._validated = True
 
 
-async def update(ctx: RouterContext, req: routing_pb2.UpdateRequest) -> routing_pb2.UpdateResponse:
+async def update(
+    ctx: RouterContext, req: routing_pb2.UpdateRequest, retry: RetryIdentity | None = None
+) -> routing_pb2.UpdateResponse:
     check_namespace(req.database, req.collection)
+    if req.multi:
+        retry = None  # multi updates are not retryable
     if not req.update:
         raise LauraError(ErrorCode.FAILED_TO_PARSE, "update is required")
     spec = _WriteSpec(req.query, req.update, req.array_filters)
@@ -334,9 +356,11 @@ async def update(ctx: RouterContext, req: routing_pb2.UpdateRequest) -> routing_
             return routing_pb2.UpdateResponse(request_id=req.request_id)
         table = maybe
 
-    def shard_request(table: RoutingTable, shard: str, filter_bytes: bytes) -> shard_pb2.ShardUpdateRequest:
-        return shard_pb2.ShardUpdateRequest(
-            request_id=req.request_id,
+    def shard_request(
+        table: RoutingTable, shard: str, filter_bytes: bytes, history_only: bool
+    ) -> shard_pb2.ShardUpdateRequest:
+        sreq = shard_pb2.ShardUpdateRequest(
+            request_id=current_request_id(),
             database=req.database,
             collection=req.collection,
             filter=filter_bytes,
@@ -346,11 +370,19 @@ async def update(ctx: RouterContext, req: routing_pb2.UpdateRequest) -> routing_
             array_filters=req.array_filters,
             version=table.shard_version(shard),
         )
+        if retry is not None:
+            sreq.retry_id = retry.retry_id
+            sreq.retry_fingerprint = retry.fingerprint
+            sreq.history_only = history_only
+        return sreq
 
-    async def send(table: RoutingTable, shard: str, filter_bytes: bytes = req.query) -> Any:
+    async def send(
+        table: RoutingTable, shard: str, filter_bytes: bytes = req.query,
+        history_only: bool = False,
+    ) -> Any:
         address = ctx.shards.address_of(table, shard)
         return await ctx.shards.call(
-            shard, address, "Update", shard_request(table, shard, filter_bytes)
+            shard, address, "Update", shard_request(table, shard, filter_bytes, history_only)
         )
 
     def finish(answers: list[Any]) -> routing_pb2.UpdateResponse:
@@ -365,12 +397,16 @@ async def update(ctx: RouterContext, req: routing_pb2.UpdateRequest) -> routing_
 
     return await _targeted_write(
         ctx, req.database, req.collection, table, spec, req.multi, req.upsert, send, finish,
-        req.request_id,
+        retry,
     )
 
 
-async def delete(ctx: RouterContext, req: routing_pb2.DeleteRequest) -> routing_pb2.DeleteResponse:
+async def delete(
+    ctx: RouterContext, req: routing_pb2.DeleteRequest, retry: RetryIdentity | None = None
+) -> routing_pb2.DeleteResponse:
     check_namespace(req.database, req.collection)
+    if req.multi:
+        retry = None  # multi deletes are not retryable
     spec = _WriteSpec(req.query, None, ())
     maybe = await ctx.table_or_none(req.database, req.collection)
     if maybe is None:
@@ -378,21 +414,24 @@ async def delete(ctx: RouterContext, req: routing_pb2.DeleteRequest) -> routing_
         return routing_pb2.DeleteResponse(request_id=req.request_id)
     table = maybe
 
-    async def send(table: RoutingTable, shard: str, filter_bytes: bytes = req.query) -> Any:
+    async def send(
+        table: RoutingTable, shard: str, filter_bytes: bytes = req.query,
+        history_only: bool = False,
+    ) -> Any:
         address = ctx.shards.address_of(table, shard)
-        return await ctx.shards.call(
-            shard,
-            address,
-            "Delete",
-            shard_pb2.ShardDeleteRequest(
-                request_id=req.request_id,
-                database=req.database,
-                collection=req.collection,
-                filter=filter_bytes,
-                multi=req.multi,
-                version=table.shard_version(shard),
-            ),
+        sreq = shard_pb2.ShardDeleteRequest(
+            request_id=current_request_id(),
+            database=req.database,
+            collection=req.collection,
+            filter=filter_bytes,
+            multi=req.multi,
+            version=table.shard_version(shard),
         )
+        if retry is not None:
+            sreq.retry_id = retry.retry_id
+            sreq.retry_fingerprint = retry.fingerprint
+            sreq.history_only = history_only
+        return await ctx.shards.call(shard, address, "Delete", sreq)
 
     def finish(answers: list[Any]) -> routing_pb2.DeleteResponse:
         return routing_pb2.DeleteResponse(
@@ -400,8 +439,7 @@ async def delete(ctx: RouterContext, req: routing_pb2.DeleteRequest) -> routing_
         )
 
     return await _targeted_write(
-        ctx, req.database, req.collection, table, spec, req.multi, False, send, finish,
-        req.request_id,
+        ctx, req.database, req.collection, table, spec, req.multi, False, send, finish, retry
     )
 
 
@@ -415,7 +453,7 @@ async def _targeted_write(
     upsert: bool,
     send: Callable[..., Awaitable[Any]],
     finish: Callable[[list[Any]], T],
-    request_id: str,
+    retry: RetryIdentity | None,
 ) -> T:
     operation = "delete" if spec.update_bytes is None else "update"
     attempt = 0
@@ -445,7 +483,7 @@ async def _targeted_write(
         answers = await _broadcast(ctx, database, collection, table, targets_of, send)
         return finish(answers)
     spec.validate()
-    return finish(await _two_phase(ctx, database, collection, table, spec, send, request_id))
+    return finish(await _two_phase(ctx, database, collection, table, spec, send, retry))
 
 
 async def _two_phase(
@@ -455,9 +493,13 @@ async def _two_phase(
     table: RoutingTable,
     spec: _WriteSpec,
     send: Callable[..., Awaitable[Any]],
-    request_id: str,
+    retry: RetryIdentity | None,
 ) -> list[Any]:
-    """multi=false without the shard key: find one candidate, then write it by _id."""
+    """multi=false without the shard key: find one candidate, then write it by _id.
+
+    Retryable: the query phase also asks each shard whether it executed the statement
+    already; a shard that did answers from its record instead (nothing is applied).
+    """
     stale_attempts = 0
     for _ in range(MAX_TWO_PHASE_ATTEMPTS + MAX_STALE_RETRIES):
         shards = target_filter(table, spec.filter).shards
@@ -474,7 +516,7 @@ async def _two_phase(
                 addr,
                 "Find",
                 shard_pb2.ShardFindRequest(
-                    request_id=request_id,
+                    request_id=current_request_id(),
                     database=database,
                     collection=collection,
                     filter=spec.filter_bytes,
@@ -482,6 +524,7 @@ async def _two_phase(
                     limit=1,
                     batch_size=1,
                     version=table.shard_version(s),
+                    retry_id=retry.retry_id if retry is not None else "",
                 ),
             )
             for s, addr in zip(shards, addresses, strict=True)
@@ -494,6 +537,24 @@ async def _two_phase(
         ]
         if leftovers:
             await ctx.shards.kill_cursors(leftovers)
+        executed = next(
+            (
+                s for s, a in zip(shards, answers, strict=True)
+                if not isinstance(a, BaseException) and a.retry_executed
+            ),
+            None,
+        )
+        if executed is not None:
+            # A retry of a statement this shard executed: its record answers.
+            try:
+                return [await send(table, executed, spec.filter_bytes, True)]
+            except LauraError as err:
+                if is_stale(err) and stale_attempts < MAX_STALE_RETRIES:
+                    table = await ctx.cache.refresh(database, collection, table)
+                    await asyncio.sleep(stale_backoff(stale_attempts))
+                    stale_attempts += 1
+                    continue
+                raise
         errors = [a for a in answers if isinstance(a, BaseException)]
         stale = next((e for e in errors if isinstance(e, LauraError) and is_stale(e)), None)
         if stale is not None:

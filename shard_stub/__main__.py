@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from lauradb.rpc.process import add_common_args, parse_with_sources, run_process
 from shard_stub.app import ShardApp
 from shard_stub.migration_settings import MigrationSettings
+from shard_stub.retry_records import DEFAULT_MAX_RECORDS, DEFAULT_TTL_S
 
 
 def _address(value: str) -> str:
@@ -50,6 +51,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds a write blocked by a migration's critical section waits before "
         f"failing with a retryable STALE_CONFIG (default {defaults.write_wait_s:g})",
     )
+    parser.add_argument(
+        "--retry-history-ttl", type=float, default=DEFAULT_TTL_S, metavar="SECONDS",
+        help="seconds the outcome of a retryable write (one with a request_id) is kept to "
+        f"answer its retries (default {DEFAULT_TTL_S:g})",
+    )
+    parser.add_argument(
+        "--retry-history-max-records", type=int, default=DEFAULT_MAX_RECORDS, metavar="N",
+        help="at most this many retryable-write outcomes are kept, the oldest dropped first "
+        f"(default {DEFAULT_MAX_RECORDS})",
+    )
     args = parse_with_sources(parser, argv)
     if not args.shard_id.strip():
         parser.error("--shard-id must not be empty")
@@ -61,6 +72,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--migration-clone-batch must be positive")
     if args.migration_peer_timeout <= 0 or args.migration_write_wait <= 0:
         parser.error("--migration-peer-timeout and --migration-write-wait must be positive")
+    if args.retry_history_ttl <= 0 or args.retry_history_max_records <= 0:
+        parser.error("--retry-history-ttl and --retry-history-max-records must be positive")
     return args
 
 
@@ -79,6 +92,8 @@ async def _serve(args: argparse.Namespace) -> None:
             donor_unreachable_s=3 * args.migration_peer_timeout,
             write_wait_s=args.migration_write_wait,
         ),
+        retry_history_ttl_s=args.retry_history_ttl,
+        retry_history_max_records=args.retry_history_max_records,
     )
     await app.run()
 

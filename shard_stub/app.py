@@ -23,6 +23,7 @@ from shard_stub.membership import Membership
 from shard_stub.metadata import FetchShardMap, ShardMetadata
 from shard_stub.migration_settings import MigrationSettings
 from shard_stub.migrations import Migrations
+from shard_stub.retry_records import DEFAULT_MAX_RECORDS, DEFAULT_TTL_S, RetryPruner
 from shard_stub.service import SERVICE_NAME, FetchIndexes, ShardServicer
 from shard_stub.storage import ShardStorage
 
@@ -124,6 +125,8 @@ class ShardApp:
         metrics_port: int | None = None,
         heartbeat_interval: float = 1.0,
         migration_settings: MigrationSettings | None = None,
+        retry_history_ttl_s: float = DEFAULT_TTL_S,
+        retry_history_max_records: int = DEFAULT_MAX_RECORDS,
     ) -> None:
         self.shard_id = shard_id
         self.host = host
@@ -132,6 +135,9 @@ class ShardApp:
         self.heartbeat_interval = heartbeat_interval
         self.data_dir = Path(data_dir)
         self.storage = ShardStorage(self.data_dir)
+        self.retry_pruner = RetryPruner(
+            self.storage, retry_history_ttl_s, retry_history_max_records
+        )
         self._lock_fd: int | None = None
         self.pool = ChannelPool()
         self.metadata = ShardMetadata(shard_id, config_fetcher(self.pool, config_address))
@@ -171,6 +177,7 @@ class ShardApp:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.retry_pruner.stop()
         await self.migrations.close()
         self.cursors.close_all()
         await self.pool.close()
@@ -200,6 +207,7 @@ class ShardApp:
         )
         self.membership.start()
         self._reaper = asyncio.create_task(self.cursors.run_reaper(CURSOR_REAP_INTERVAL_S))
+        self.retry_pruner.start()
         return port
 
     async def run(self) -> None:

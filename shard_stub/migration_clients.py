@@ -92,6 +92,13 @@ class ShardPeer:
         return await call(self._stub.MigrateTransferMods, req, timeout=30.0,
                           target=self.address)
 
+    async def retry_history(self, migration_id: str, after_seq: int, max_records: int) -> Any:
+        req = shard_pb2.MigrateRetryHistoryRequest(
+            migration_id=migration_id, after_seq=after_seq, max_records=max_records
+        )
+        return await call(self._stub.MigrateRetryHistory, req, timeout=30.0,
+                          target=self.address)
+
     async def migration_status(self) -> Any:
         return await call(self._stub.MigrationStatus, shard_pb2.MigrationStatusRequest(),
                           timeout=self.timeout, target=self.address)

@@ -6,7 +6,8 @@
    persist the migration (phase ``cloning``); hook a transfer log and a (not yet
    active) critical section into the storage write path for the range; snapshot the
    range's ``_id`` keys (``MigrateClone`` pages through that snapshot in ``_id``
-   order; documents written later are in the transfer log);
+   order; documents written later are in the transfer log; ``MigrateRetryHistory``
+   pages through the retryable-write records of the range's documents);
 2. ``RecvChunkStart`` on the recipient, then poll ``RecvChunkStatus`` until it is
    ``steady`` (clone done, mods drained to a few); a recipient that fails, stops
    answering (``recipient_unreachable_s``) or stops progressing aborts the migration;
@@ -54,6 +55,7 @@ from shard_stub.migration_settings import MigrationSettings
 from shard_stub.migration_store import DonorRecord, MigrationStore
 from shard_stub.ownership import KeyRange
 from shard_stub.range_deleter import RangeDeleter
+from shard_stub.retry_records import record_to_proto
 from shard_stub.storage import ShardStorage
 from shard_stub.transfer_log import TransferLog
 from shard_stub.write_guard import Fence, NamespaceGuard
@@ -653,6 +655,23 @@ class MigrationDonor:
         mig.mods_sent += len(upserts) + len(deleted_ids)
         return shard_pb2.MigrateTransferModsResponse(
             upserts=upserts, deleted_ids=deleted_ids, more=len(mig.log) > 0
+        )
+
+    def retry_history(
+        self, req: shard_pb2.MigrateRetryHistoryRequest
+    ) -> shard_pb2.MigrateRetryHistoryResponse:
+        """The retryable-write records of the range's documents after ``after_seq``
+        (worker thread). Records are only ever appended (in commit order), so paging by
+        sequence number misses none; the recipient asks again in the critical section."""
+        mig = self._get(req.migration_id)
+        r = mig.range
+        limit = max(1, min(req.max_records or 1000, MAX_CLONE_BATCH))
+        records, last, more = self.storage.retry_history_page(
+            r.ns, r.keys, req.after_seq, limit,
+            writer=mig.phase != "cloning",  # the critical section's final pull
+        )
+        return shard_pb2.MigrateRetryHistoryResponse(
+            records=[record_to_proto(rec) for rec in records], last_seq=last, more=more
         )
 
     # ------------------------------------------------------------------ status

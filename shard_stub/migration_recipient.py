@@ -13,8 +13,13 @@ the indexes the config server records, answer; then in the background:
    while steady keep draining every ``mods_poll_s``. Drains are serialised and never
    retried (the donor forgets what it returned): a failed one fails the migration.
 
-``RecvChunkCommit`` (the donor is in its critical section): drain until empty, persist
-``done``, answer. The received documents are orphans (filtered from reads) until the
+Retryable-write records of the range's documents (``MigrateRetryHistory``) are pulled
+once the clone is done, while catching up, and to the end in the commit (records are facts about
+executed statements: they are kept even if the migration aborts). A donor without the
+RPC (an older release) sends none.
+
+``RecvChunkCommit`` (the donor is in its critical section): drain until empty, pull the
+last retry records, persist ``done``, answer. The received documents are orphans (filtered from reads) until the
 config commit makes this shard the owner. A ``done`` migration is then resolved: it
 is finished once this shard's metadata owns the range, or aborted once the config
 server (``GetMigrationState``) or the donor (no longer migrating, and the range not
@@ -53,6 +58,7 @@ from shard_stub.migration_settings import MigrationSettings
 from shard_stub.migration_store import MigrationStore, RecipientRecord
 from shard_stub.ownership import KeyRange
 from shard_stub.range_deleter import RangeDeleter
+from shard_stub.retry_records import record_from_proto
 from shard_stub.storage import ShardStorage
 
 log = logging.getLogger("lauradb.shard.migration.recipient")
@@ -62,6 +68,8 @@ RUNNING = ("cloning", "catchup", "steady")
 TRACKED = (*RUNNING, "done")  # states counted in the phase gauge
 _EMPTY = KeyRange(b"", b"")
 KEEP_FINISHED = 64
+HISTORY_BATCH = 5000
+HISTORY_POLL_S = 0.5  # retry-record pulls while catching up, at most this often
 
 EnsureIndexes = Callable[[str, str], Awaitable[Any]]
 
@@ -82,6 +90,11 @@ class RecipientMigration:
     pending_io: asyncio.Future[Any] | None = None  # storage work of the receive task
     mods_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     started: float = field(default_factory=time.monotonic)
+    history_after: int = 0  # the donor's retry-record sequence number pulled up to
+    history_records: int = 0
+    history_unsupported: bool = False
+    history_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    history_pulled_at: float = 0.0
 
     @property
     def migration_id(self) -> str:
@@ -264,6 +277,7 @@ class MigrationRecipient:
                 n, more = await self._apply_mods(mig, peer, final=True)
                 if n == 0 and not more:
                     break
+            await self._pull_history(mig, peer)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -272,8 +286,9 @@ class MigrationRecipient:
         self.store.set_recipient_state(migration_id, "done")
         self._set_state(mig, "done")
         log.info(
-            "migration %s: caught up for the commit (%d documents cloned, %d mods applied)",
-            migration_id, mig.documents_cloned, mig.mods_applied,
+            "migration %s: caught up for the commit (%d documents cloned, %d mods applied, "
+            "%d retry records)",
+            migration_id, mig.documents_cloned, mig.mods_applied, mig.history_records,
         )
         self._spawn(self._resolve(mig), f"resolve {migration_id}")
         return mig.status()
@@ -348,12 +363,15 @@ class MigrationRecipient:
             self._set_state(mig, "catchup")
             log.info("migration %s: clone done (%d documents in %.2fs), catching up",
                      mig.migration_id, mig.documents_cloned, time.monotonic() - mig.started)
+            await self._pull_history(mig, peer)
             while not mig.committing:
                 n, more = await self._apply_mods(mig, peer, final=False)
                 if mig.state == "catchup" and not more and n < s.steady_mods:
                     self.store.set_recipient_state(mig.migration_id, "steady")
                     self._set_state(mig, "steady")
                 if not more:
+                    if time.monotonic() - mig.history_pulled_at > HISTORY_POLL_S:
+                        await self._pull_history(mig, peer)  # keeps the commit's pull short
                     await asyncio.sleep(s.mods_poll_s)
         except asyncio.CancelledError:
             raise
@@ -381,6 +399,39 @@ class MigrationRecipient:
                         f"{self.settings.donor_unreachable_s:g}s: {err.message}",
                     ) from None
                 await asyncio.sleep(0.2)
+
+    async def _pull_history(self, mig: RecipientMigration, peer: ShardPeer) -> None:
+        """Store the donor's retry records of the range from ``history_after`` on."""
+        async with mig.history_lock:
+            await self._pull_history_locked(mig, peer)
+            mig.history_pulled_at = time.monotonic()
+
+    async def _pull_history_locked(self, mig: RecipientMigration, peer: ShardPeer) -> None:
+        if mig.history_unsupported:
+            return
+        ns = mig.range.ns
+        while True:
+            try:
+                resp = await self._donor_call(
+                    mig, peer.retry_history, mig.migration_id, mig.history_after, HISTORY_BATCH
+                )
+            except LauraError as err:
+                if err.code != ErrorCode.NOT_IMPLEMENTED:
+                    raise
+                mig.history_unsupported = True
+                log.warning(
+                    "migration %s: the donor sends no retryable-write records (%s); retries "
+                    "of writes to %s made before the migration may be applied again",
+                    mig.migration_id, err.message, mig.range.describe(),
+                )
+                return
+            records = [record_from_proto(r, ns) for r in resp.records]
+            if records:
+                await self._io(mig, self.storage.store_retry_records, records)
+                mig.history_records += len(records)
+            mig.history_after = max(mig.history_after, resp.last_seq)
+            if not resp.more:
+                return
 
     async def _apply_mods(
         self, mig: RecipientMigration, peer: ShardPeer, *, final: bool

@@ -12,6 +12,12 @@ shard stores. When a collection first comes into existence here (first insert,
 upsert or createIndex), the indexes recorded for it on the config server
 (``GetCollectionIndexes``) are built first, so a shard that starts holding a
 collection has the same indexes as the others.
+
+Retryable writes (see ``retry_records``): an Insert/Update/Delete with a ``retry_id``
+records the outcome of each statement it executes with the write, and answers a
+statement it has a record of from that record; a Find with a ``retry_id`` (the query
+phase of a multi=false write without the shard key) says whether the statement was
+executed here.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from shard_stub.migration_range import MigrationRange
 from shard_stub.migrations import Migrations
 from shard_stub.ownership import OwnedRanges
 from shard_stub.reads import ResultStream, aggregate_stream, distinct, find_stream
+from shard_stub.retry_records import RETRIED_STATEMENTS, RetryBatch, RetryStatement
 from shard_stub.storage import ShardStorage
 
 log = logging.getLogger("lauradb.shard.service")
@@ -81,6 +88,17 @@ def check_namespace(database: str, collection: str) -> str:
     if "\x00" in collection or collection.startswith("$"):
         raise LauraError(ErrorCode.INVALID_NAMESPACE, f"invalid collection name {collection!r}")
     return namespace_of(database, collection)
+
+
+def _retry_statement(
+    request: shard_pb2.ShardUpdateRequest | shard_pb2.ShardDeleteRequest,
+) -> RetryStatement | None:
+    """The retry identity of a single update/delete (multi writes are not retryable)."""
+    if not request.retry_id or request.multi:
+        return None
+    return RetryStatement(
+        request.retry_id, request.stmt_id, request.retry_fingerprint, request.history_only
+    )
 
 
 def _batch_size(value: int) -> int:
@@ -230,7 +248,12 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         single = request.limit < 0
         if single:
             batch_size = min(batch_size, -request.limit) if batch_size else -request.limit
-        return await self._first_batch(ns, stream, batch_size, single, owned)
+        resp = await self._first_batch(ns, stream, batch_size, single, owned)
+        if request.retry_id:
+            resp.retry_executed = await asyncio.to_thread(
+                self.storage.retry_executed, request.retry_id, request.stmt_id
+            )
+        return resp
 
     @rpc_method
     async def GetMore(self, request: shard_pb2.ShardGetMoreRequest, context: Ctx) -> Any:
@@ -302,6 +325,11 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         )
         if request.documents:
             await self._before_create(ns, request.database, request.collection)
+        retry = (
+            RetryBatch(request.retry_id, request.stmt_ids, request.retry_fingerprint)
+            if request.retry_id
+            else None
+        )
         result = await asyncio.to_thread(
             self.storage.insert,
             ns,
@@ -310,8 +338,13 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             pattern=self._pattern(ns, meta),
             owned=owned,
             unique_key=meta is not None and meta.unique,
+            retry=retry,
         )
-        resp = shard_pb2.ShardInsertResponse(inserted_count=result.inserted)
+        resp = shard_pb2.ShardInsertResponse(
+            inserted_count=result.inserted, retried_count=result.retried
+        )
+        if result.retried:
+            RETRIED_STATEMENTS.labels("insert").inc(result.retried)
         for e in result.errors:
             resp.errors.append(
                 shard_pb2.ShardWriteError(
@@ -350,12 +383,16 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             pattern=self._pattern(ns, meta),
             owned=owned,
             unique_key=meta is not None and meta.unique,
+            retry=_retry_statement(request),
         )
         resp = shard_pb2.ShardUpdateResponse(
-            matched_count=result.matched, modified_count=result.modified
+            matched_count=result.matched, modified_count=result.modified,
+            retried=result.retried,
         )
         if result.upserted:
             resp.upserted_id = encode_document({"_id": result.upserted_id})
+        if result.retried:
+            RETRIED_STATEMENTS.labels("update").inc()
         return resp
 
     async def _delete(self, request: shard_pb2.ShardDeleteRequest) -> Any:
@@ -363,10 +400,14 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             request.database, request.collection, request.version
         )
         spec = decode_optional(request.filter, "filter")
+        retry = _retry_statement(request)
         deleted = await asyncio.to_thread(
-            self.storage.delete, ns, spec, multi=request.multi, owned=owned
+            self.storage.delete, ns, spec, multi=request.multi, owned=owned, retry=retry
         )
-        return shard_pb2.ShardDeleteResponse(deleted_count=deleted)
+        retried = retry is not None and retry.retried
+        if retried:
+            RETRIED_STATEMENTS.labels("delete").inc()
+        return shard_pb2.ShardDeleteResponse(deleted_count=deleted, retried=retried)
 
     # ------------------------------------------------------------------ metadata
 
@@ -546,6 +587,12 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         self, request: shard_pb2.MigrateTransferModsRequest, context: Ctx
     ) -> Any:
         return await asyncio.to_thread(self._migrations().donor.transfer_mods, request)
+
+    @rpc_method
+    async def MigrateRetryHistory(
+        self, request: shard_pb2.MigrateRetryHistoryRequest, context: Ctx
+    ) -> Any:
+        return await asyncio.to_thread(self._migrations().donor.retry_history, request)
 
     @rpc_method
     async def MigrationStatus(

@@ -47,6 +47,7 @@ from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import Matcher, compile_filter
 from lauradb.query.update import build_upsert_document, compile_update
 from lauradb.sharding.shard_key import ShardKeyPattern
+from shard_stub import retry_records
 from shard_stub.index_keys import (
     ID_INDEX_NAME,
     IndexDef,
@@ -57,6 +58,7 @@ from shard_stub.index_keys import (
     key_value_document,
 )
 from shard_stub.ownership import KeyRange, OwnedRanges
+from shard_stub.retry_records import RetryBatch, RetryStatement, StoredRecord
 from shard_stub.scan_plan import (
     ID_COLUMN,
     IndexScan,
@@ -95,7 +97,7 @@ CREATE TABLE IF NOT EXISTS indexes (
     PRIMARY KEY (ns, name)
 );
 INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', '1');
-"""
+""" + retry_records.SCHEMA
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,9 @@ class WriteError:
 
 @dataclass
 class InsertResult:
-    inserted: int = 0
+    inserted: int = 0  # includes the statements answered from their retry records
     errors: list[WriteError] = field(default_factory=list)
+    retried: int = 0  # statements answered from their retry records (not applied again)
 
 
 @dataclass
@@ -150,6 +153,7 @@ class UpdateResult:
     modified: int = 0
     upserted: bool = False
     upserted_id: Any = None
+    retried: bool = False  # answered from the statement's retry record
 
 
 @dataclass
@@ -210,6 +214,16 @@ def _index_duplicate_error(ns: str, index: IndexDef, key: bytes) -> LauraError:
         ErrorCode.DUPLICATE_KEY,
         f"E11000 duplicate key error collection: {ns} index: {index.name} dup key: {{ {shown} }}",
         {"keyPattern": index.keys_document(), "keyValue": values},
+    )
+
+
+def _history_gone(retry: RetryStatement) -> LauraError:
+    return LauraError(
+        ErrorCode.OPERATION_FAILED,
+        f"the outcome of statement {retry.stmt_id} of request {retry.retry_id!r} is no longer "
+        f"recorded on this shard (its retry record expired): the write may or may not have "
+        f"been applied",
+        {"request_id": retry.retry_id},
     )
 
 
@@ -698,6 +712,7 @@ class ShardStorage:
         pattern: PatternArg = KEEP,
         owned: OwnedRanges | None = None,
         unique_key: bool = False,
+        retry: RetryBatch | None = None,
     ) -> InsertResult:
         """Insert a batch in one transaction; per-document errors by index.
 
@@ -709,12 +724,31 @@ class ShardStorage:
         stored keys are recomputed first if they follow another one. ``KEEP`` keeps
         whatever the collection has. ``unique_key`` enforces a unique (ranged) shard
         key: chunks partition the key space, so uniqueness on this shard is global.
+        ``retry`` (retryable writes, see ``retry_records``): documents whose statement
+        has a record count as inserted and are not inserted again; the others get a
+        record with the document.
         """
         result = InsertResult()
         if not docs:
             return result
+        stmt_ids: Sequence[int] | None = None
+        if retry is not None:
+            if len(retry.stmt_ids) != len(docs):
+                raise LauraError(
+                    ErrorCode.BAD_VALUE,
+                    f"a retryable insert needs one statement id per document "
+                    f"({len(retry.stmt_ids)} for {len(docs)} documents)",
+                )
+            stmt_ids = retry.stmt_ids
         with self._transaction() as conn:
             guard = self.write_guards.get(ns) if self.write_guards else None
+            executed: dict[int, retry_records.RecordRow] = {}
+            if retry is not None:
+                executed = retry_records.lookup_many(conn, retry.retry_id)
+                for stmt in retry.stmt_ids if executed else ():
+                    found = executed.get(stmt)
+                    if found is not None:
+                        found.check(retry.retry_id, ns, retry_records.INSERT, retry.fingerprint)
             c = self._ensure_collection(conn, ns, pattern)
             prepared: list[_Prepared] = []
             for i, item in enumerate(docs):
@@ -736,6 +770,10 @@ class ShardStorage:
             for p in prepared:
                 if stop_at is not None and p.index > stop_at:
                     break
+                if executed and stmt_ids is not None and stmt_ids[p.index] in executed:
+                    result.inserted += 1  # executed before: answered from its record
+                    result.retried += 1
+                    continue
                 try:
                     self._insert_row(conn, c, p, check_unique)
                 except LauraError as err:
@@ -743,6 +781,11 @@ class ShardStorage:
                     if ordered:
                         break
                     continue
+                if retry is not None and stmt_ids is not None:
+                    retry_records.add(
+                        conn, retry.retry_id, stmt_ids[p.index], ns, retry_records.INSERT,
+                        retry.fingerprint, p.id_key, p.shard_key,
+                    )
                 if guard is not None:
                     guard.written(p.shard_key, p.id_key, p.id_value)
                 result.inserted += 1
@@ -903,6 +946,7 @@ class ShardStorage:
         pattern: PatternArg = KEEP,
         owned: OwnedRanges | None = None,
         unique_key: bool = False,
+        retry: RetryStatement | None = None,
     ) -> UpdateResult:
         """Update matching (owned) documents in one transaction.
 
@@ -911,6 +955,8 @@ class ShardStorage:
         IMMUTABLE_FIELD; changing the shard key value of a document in a sharded
         collection is SHARD_KEY_IMMUTABLE. With ``upsert`` and no match, the
         document built from the filter's equalities and the update is inserted.
+        ``retry`` (a single update only; multi updates are not retryable): a statement
+        with a record is answered from it; one that matched or upserted gets a record.
         """
         spec = filter_spec or {}
         matcher = compile_filter(spec)
@@ -920,8 +966,23 @@ class ShardStorage:
                 ErrorCode.FAILED_TO_PARSE,
                 "multi update is not supported for replacement-style update",
             )
+        if multi:
+            retry = None
         result = UpdateResult()
+        touched: tuple[bytes, bytes | None] | None = None
         with self._transaction() as conn:
+            if retry is not None:
+                found = retry_records.lookup(conn, retry.retry_id, retry.stmt_id)
+                if found is not None:
+                    found.check(retry.retry_id, ns, retry_records.UPDATE, retry.fingerprint)
+                    out = found.outcome_doc()
+                    retry.retried = True
+                    return UpdateResult(
+                        matched=int(out.get("n", 0)), modified=int(out.get("m", 0)),
+                        upserted="u" in out, upserted_id=out.get("u"), retried=True,
+                    )
+                if retry.history_only:
+                    raise _history_gone(retry)
             guard = self.write_guards.get(ns) if self.write_guards else None
             c = self._wcat().get(ns)
             if c is not None and not isinstance(pattern, _Keep) and c.pattern != pattern:
@@ -933,6 +994,7 @@ class ShardStorage:
                 )
                 for row in rows:
                     result.matched += 1
+                    touched = (row.id_key, row.shard_key)
                     position = None
                     if upd.needs_position:
                         _, position = matcher.match_with_position(row.doc)
@@ -965,6 +1027,18 @@ class ShardStorage:
                     guard.written(p.shard_key, p.id_key, p.id_value)
                 result.upserted = True
                 result.upserted_id = p.id_value
+                if retry is not None:
+                    retry_records.add(
+                        conn, retry.retry_id, retry.stmt_id, ns, retry_records.UPDATE,
+                        retry.fingerprint, p.id_key, p.shard_key,
+                        {"n": 0, "m": 0, "u": p.id_value},
+                    )
+            elif retry is not None and touched is not None:
+                retry_records.add(
+                    conn, retry.retry_id, retry.stmt_id, ns, retry_records.UPDATE,
+                    retry.fingerprint, touched[0], touched[1],
+                    {"n": result.matched, "m": result.modified},
+                )
         return result
 
     def _checked_update(self, c: Collection, row: Row, new_doc: Mapping[str, Any]) -> bytes:
@@ -1005,11 +1079,26 @@ class ShardStorage:
         *,
         multi: bool = False,
         owned: OwnedRanges | None = None,
+        retry: RetryStatement | None = None,
     ) -> int:
-        """Delete matching (owned) documents (at most one unless ``multi``)."""
+        """Delete matching (owned) documents (at most one unless ``multi``).
+
+        ``retry`` (a single delete only; multi deletes are not retryable): a statement
+        with a record is answered from it (``retry.retried`` set); a deletion is recorded.
+        """
         spec = filter_spec or {}
         matcher = compile_filter(spec)
+        if multi:
+            retry = None
         with self._transaction() as conn:
+            if retry is not None:
+                found = retry_records.lookup(conn, retry.retry_id, retry.stmt_id)
+                if found is not None:
+                    found.check(retry.retry_id, ns, retry_records.DELETE, retry.fingerprint)
+                    retry.retried = True
+                    return int(found.outcome_doc().get("n", 0))
+                if retry.history_only:
+                    raise _history_gone(retry)
             guard = self.write_guards.get(ns) if self.write_guards else None
             c = self._wcat().get(ns)
             if c is None:
@@ -1029,9 +1118,53 @@ class ShardStorage:
                     if e is not None:
                         self._remove_entries(conn, ix, row.id_key, e.keys)
                 deleted += 1
+                if retry is not None:
+                    retry_records.add(
+                        conn, retry.retry_id, retry.stmt_id, ns, retry_records.DELETE,
+                        retry.fingerprint, row.id_key, row.shard_key, {"n": 1},
+                    )
                 if not multi:
                     break
             return deleted
+
+    # ------------------------------------------------------------------ retry records
+
+    def retry_executed(self, retry_id: str, stmt_id: int) -> bool:
+        """Whether this shard has a record of the statement (committed ones)."""
+        with self._rlock:
+            return retry_records.lookup(self._reader(), retry_id, stmt_id) is not None
+
+    def prune_retry_records(self, cutoff: float, max_records: int, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest retry records that are due (one
+        transaction): created before ``cutoff``, or over ``max_records``."""
+        with self._transaction() as conn:
+            return retry_records.prune(conn, cutoff, max_records, limit)
+
+    def retry_history_page(
+        self, ns: str, keys: KeyRange, after_seq: int, limit: int, *, writer: bool = False
+    ) -> tuple[list[StoredRecord], int, bool]:
+        """Retry records of documents of ``ns`` in ``keys`` among the next ``limit``
+        records after ``after_seq``; the last sequence number scanned; more?
+
+        Records are numbered in commit order (one writer), so a page never skips one
+        that commits later. ``writer``: read under the write lock (a migration's
+        critical section: every write that recorded one has finished).
+        """
+        conn_fn, lock = (self._writer, self._wlock) if writer else (self._reader, self._rlock)
+        with lock:
+            records, last, more = retry_records.page(conn_fn(), ns, after_seq, limit)
+        return (
+            [r for r in records if r.shard_key is not None and keys.contains(r.shard_key)],
+            last,
+            more,
+        )
+
+    def store_retry_records(self, records: Sequence[StoredRecord]) -> int:
+        """Store retry records received with a chunk (one transaction); how many were new."""
+        if not records:
+            return 0
+        with self._transaction() as conn:
+            return retry_records.add_many(conn, records)
 
 
     # ------------------------------------------------------------------ migrations

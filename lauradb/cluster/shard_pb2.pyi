@@ -23,7 +23,7 @@ class ShardVersion(_message.Message):
     def __init__(self, epoch: _Optional[str] = ..., major: _Optional[int] = ..., minor: _Optional[int] = ..., unsharded: _Optional[bool] = ..., ignore: _Optional[bool] = ...) -> None: ...
 
 class ShardFindRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "filter", "projection", "sort", "limit", "skip", "batch_size", "version")
+    __slots__ = ("request_id", "database", "collection", "filter", "projection", "sort", "limit", "skip", "batch_size", "version", "retry_id", "stmt_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,8 @@ class ShardFindRequest(_message.Message):
     SKIP_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETRY_ID_FIELD_NUMBER: _ClassVar[int]
+    STMT_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
@@ -44,19 +46,23 @@ class ShardFindRequest(_message.Message):
     skip: int
     batch_size: int
     version: ShardVersion
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., projection: _Optional[bytes] = ..., sort: _Optional[bytes] = ..., limit: _Optional[int] = ..., skip: _Optional[int] = ..., batch_size: _Optional[int] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+    retry_id: str
+    stmt_id: int
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., projection: _Optional[bytes] = ..., sort: _Optional[bytes] = ..., limit: _Optional[int] = ..., skip: _Optional[int] = ..., batch_size: _Optional[int] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_id: _Optional[int] = ...) -> None: ...
 
 class ShardCursorBatch(_message.Message):
-    __slots__ = ("documents", "cursor_id", "documents_examined", "error")
+    __slots__ = ("documents", "cursor_id", "documents_examined", "retry_executed", "error")
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     CURSOR_ID_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_EXAMINED_FIELD_NUMBER: _ClassVar[int]
+    RETRY_EXECUTED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     documents: _containers.RepeatedScalarFieldContainer[bytes]
     cursor_id: str
     documents_examined: int
+    retry_executed: bool
     error: _error_pb2.Error
-    def __init__(self, documents: _Optional[_Iterable[bytes]] = ..., cursor_id: _Optional[str] = ..., documents_examined: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+    def __init__(self, documents: _Optional[_Iterable[bytes]] = ..., cursor_id: _Optional[str] = ..., documents_examined: _Optional[int] = ..., retry_executed: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class ShardGetMoreRequest(_message.Message):
     __slots__ = ("cursor_id", "batch_size")
@@ -93,33 +99,41 @@ class ShardWriteError(_message.Message):
     def __init__(self, index: _Optional[int] = ..., code: _Optional[int] = ..., code_name: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ShardInsertRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "documents", "ordered", "version")
+    __slots__ = ("request_id", "database", "collection", "documents", "ordered", "version", "retry_id", "stmt_ids", "retry_fingerprint")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     ORDERED_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETRY_ID_FIELD_NUMBER: _ClassVar[int]
+    STMT_IDS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
     documents: _containers.RepeatedScalarFieldContainer[bytes]
     ordered: bool
     version: ShardVersion
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., documents: _Optional[_Iterable[bytes]] = ..., ordered: _Optional[bool] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+    retry_id: str
+    stmt_ids: _containers.RepeatedScalarFieldContainer[int]
+    retry_fingerprint: bytes
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., documents: _Optional[_Iterable[bytes]] = ..., ordered: _Optional[bool] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_ids: _Optional[_Iterable[int]] = ..., retry_fingerprint: _Optional[bytes] = ...) -> None: ...
 
 class ShardInsertResponse(_message.Message):
-    __slots__ = ("inserted_count", "errors", "error")
+    __slots__ = ("inserted_count", "errors", "retried_count", "error")
     INSERTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    RETRIED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     inserted_count: int
     errors: _containers.RepeatedCompositeFieldContainer[ShardWriteError]
+    retried_count: int
     error: _error_pb2.Error
-    def __init__(self, inserted_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ShardWriteError, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+    def __init__(self, inserted_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ShardWriteError, _Mapping]]] = ..., retried_count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class ShardUpdateRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "filter", "update", "multi", "upsert", "array_filters", "version")
+    __slots__ = ("request_id", "database", "collection", "filter", "update", "multi", "upsert", "array_filters", "version", "retry_id", "stmt_id", "retry_fingerprint", "history_only")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +143,10 @@ class ShardUpdateRequest(_message.Message):
     UPSERT_FIELD_NUMBER: _ClassVar[int]
     ARRAY_FILTERS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETRY_ID_FIELD_NUMBER: _ClassVar[int]
+    STMT_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_ONLY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
@@ -138,43 +156,59 @@ class ShardUpdateRequest(_message.Message):
     upsert: bool
     array_filters: _containers.RepeatedScalarFieldContainer[bytes]
     version: ShardVersion
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., update: _Optional[bytes] = ..., multi: _Optional[bool] = ..., upsert: _Optional[bool] = ..., array_filters: _Optional[_Iterable[bytes]] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+    retry_id: str
+    stmt_id: int
+    retry_fingerprint: bytes
+    history_only: bool
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., update: _Optional[bytes] = ..., multi: _Optional[bool] = ..., upsert: _Optional[bool] = ..., array_filters: _Optional[_Iterable[bytes]] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_id: _Optional[int] = ..., retry_fingerprint: _Optional[bytes] = ..., history_only: _Optional[bool] = ...) -> None: ...
 
 class ShardUpdateResponse(_message.Message):
-    __slots__ = ("matched_count", "modified_count", "upserted_id", "error")
+    __slots__ = ("matched_count", "modified_count", "upserted_id", "retried", "error")
     MATCHED_COUNT_FIELD_NUMBER: _ClassVar[int]
     MODIFIED_COUNT_FIELD_NUMBER: _ClassVar[int]
     UPSERTED_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRIED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     matched_count: int
     modified_count: int
     upserted_id: bytes
+    retried: bool
     error: _error_pb2.Error
-    def __init__(self, matched_count: _Optional[int] = ..., modified_count: _Optional[int] = ..., upserted_id: _Optional[bytes] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+    def __init__(self, matched_count: _Optional[int] = ..., modified_count: _Optional[int] = ..., upserted_id: _Optional[bytes] = ..., retried: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class ShardDeleteRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "filter", "multi", "version")
+    __slots__ = ("request_id", "database", "collection", "filter", "multi", "version", "retry_id", "stmt_id", "retry_fingerprint", "history_only")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     MULTI_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETRY_ID_FIELD_NUMBER: _ClassVar[int]
+    STMT_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_ONLY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
     filter: bytes
     multi: bool
     version: ShardVersion
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., multi: _Optional[bool] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+    retry_id: str
+    stmt_id: int
+    retry_fingerprint: bytes
+    history_only: bool
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., multi: _Optional[bool] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_id: _Optional[int] = ..., retry_fingerprint: _Optional[bytes] = ..., history_only: _Optional[bool] = ...) -> None: ...
 
 class ShardDeleteResponse(_message.Message):
-    __slots__ = ("deleted_count", "error")
+    __slots__ = ("deleted_count", "retried", "error")
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RETRIED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     deleted_count: int
+    retried: bool
     error: _error_pb2.Error
-    def __init__(self, deleted_count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+    def __init__(self, deleted_count: _Optional[int] = ..., retried: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class ShardCountRequest(_message.Message):
     __slots__ = ("request_id", "database", "collection", "filter", "version")
@@ -533,6 +567,48 @@ class MigrateTransferModsResponse(_message.Message):
     more: bool
     error: _error_pb2.Error
     def __init__(self, upserts: _Optional[_Iterable[bytes]] = ..., deleted_ids: _Optional[_Iterable[bytes]] = ..., more: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class RetryRecord(_message.Message):
+    __slots__ = ("retry_id", "stmt_id", "kind", "fingerprint", "created_at", "id_key", "shard_key", "outcome")
+    RETRY_ID_FIELD_NUMBER: _ClassVar[int]
+    STMT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ID_KEY_FIELD_NUMBER: _ClassVar[int]
+    SHARD_KEY_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    retry_id: str
+    stmt_id: int
+    kind: str
+    fingerprint: bytes
+    created_at: float
+    id_key: bytes
+    shard_key: bytes
+    outcome: bytes
+    def __init__(self, retry_id: _Optional[str] = ..., stmt_id: _Optional[int] = ..., kind: _Optional[str] = ..., fingerprint: _Optional[bytes] = ..., created_at: _Optional[float] = ..., id_key: _Optional[bytes] = ..., shard_key: _Optional[bytes] = ..., outcome: _Optional[bytes] = ...) -> None: ...
+
+class MigrateRetryHistoryRequest(_message.Message):
+    __slots__ = ("migration_id", "after_seq", "max_records")
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    migration_id: str
+    after_seq: int
+    max_records: int
+    def __init__(self, migration_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., max_records: _Optional[int] = ...) -> None: ...
+
+class MigrateRetryHistoryResponse(_message.Message):
+    __slots__ = ("records", "last_seq", "more", "error")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[RetryRecord]
+    last_seq: int
+    more: bool
+    error: _error_pb2.Error
+    def __init__(self, records: _Optional[_Iterable[_Union[RetryRecord, _Mapping]]] = ..., last_seq: _Optional[int] = ..., more: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class MigrationStatusRequest(_message.Message):
     __slots__ = ()

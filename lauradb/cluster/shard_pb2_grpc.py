@@ -159,6 +159,11 @@ class ShardServiceStub:
                 request_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsRequest.SerializeToString,
                 response_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsResponse.FromString,
                 _registered_method=True)
+        self.MigrateRetryHistory = channel.unary_unary(
+                '/lauradb.cluster.ShardService/MigrateRetryHistory',
+                request_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrateRetryHistoryRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrateRetryHistoryResponse.FromString,
+                _registered_method=True)
         self.MigrationStatus = channel.unary_unary(
                 '/lauradb.cluster.ShardService/MigrationStatus',
                 request_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrationStatusRequest.SerializeToString,
@@ -342,6 +347,14 @@ class ShardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MigrateRetryHistory(self, request, context):
+        """recipient -> donor: the retryable-write records of the range (written with documents
+        of the range), so that a retry reaching the new owner is still answered from them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def MigrationStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -497,6 +510,11 @@ def add_ShardServiceServicer_to_server(servicer, server):
                     servicer.MigrateTransferMods,
                     request_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsRequest.FromString,
                     response_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsResponse.SerializeToString,
+            ),
+            'MigrateRetryHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateRetryHistory,
+                    request_deserializer=lauradb_dot_cluster_dot_shard__pb2.MigrateRetryHistoryRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_shard__pb2.MigrateRetryHistoryResponse.SerializeToString,
             ),
             'MigrationStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.MigrationStatus,
@@ -1194,6 +1212,33 @@ class ShardService:
             '/lauradb.cluster.ShardService/MigrateTransferMods',
             lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsRequest.SerializeToString,
             lauradb_dot_cluster_dot_shard__pb2.MigrateTransferModsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateRetryHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/MigrateRetryHistory',
+            lauradb_dot_cluster_dot_shard__pb2.MigrateRetryHistoryRequest.SerializeToString,
+            lauradb_dot_cluster_dot_shard__pb2.MigrateRetryHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -281,7 +281,9 @@ class Proc:
 class Cluster:
     """A config server, N shards (``shard0`` ...) and a router, on free ports.
 
-    ``extra_config_args``: more flags for the config server (e.g. balancer settings).
+    ``extra_config_args``: more flags for the config server (e.g. balancer settings);
+    ``extra_shard_args`` / ``extra_router_args``: more flags for every shard / the router.
+    ``add_router`` starts more routers (e.g. with other flags).
     """
 
     def __init__(
@@ -291,6 +293,8 @@ class Cluster:
         *,
         log_level: str = LOG_LEVEL,
         extra_config_args: Sequence[str] = (),
+        extra_shard_args: Sequence[str] = (),
+        extra_router_args: Sequence[str] = (),
     ) -> None:
         self.base_dir = base_dir
         base_dir.mkdir(parents=True, exist_ok=True)
@@ -306,14 +310,16 @@ class Cluster:
                 f"{HOST}:{free_port()}",
                 f"shard{i}",
                 log_level,
-                ["--shard-id", f"shard{i}", "--config", config_address],
+                ["--shard-id", f"shard{i}", "--config", config_address, *extra_shard_args],
             )
             for i in range(shards)
         ]
         self.router = self._proc(
             "router", "router", f"{HOST}:{free_port()}", None, log_level,
-            ["--config", config_address],
+            ["--config", config_address, *extra_router_args],
         )
+        self.log_level = log_level
+        self.extra_routers: list[Proc] = []
         self._channels: dict[str, aio.Channel] = {}
         self._channel_loop: asyncio.AbstractEventLoop | None = None
 
@@ -344,7 +350,7 @@ class Cluster:
 
     @property
     def procs(self) -> list[Proc]:
-        return [self.config, *self.shards, self.router]
+        return [self.config, *self.shards, self.router, *self.extra_routers]
 
     @property
     def router_address(self) -> str:
@@ -384,7 +390,7 @@ class Cluster:
         """Router, then shards, then config (SIGTERM; each must exit 0 if ``check``)."""
         await self.close_channels()
         failures: list[str] = []
-        for group in ([self.router], self.shards, [self.config]):
+        for group in ([self.router, *self.extra_routers], self.shards, [self.config]):
             results = await asyncio.gather(
                 *(asyncio.to_thread(proc.terminate, check=check) for proc in group),
                 return_exceptions=True,
@@ -394,6 +400,17 @@ class Cluster:
             proc.forget()
         if failures:
             raise AssertionError("unclean shutdown:\n" + "\n".join(failures))
+
+    async def add_router(self, extra_args: Sequence[str] = ()) -> Proc:
+        """Start one more router (``router1``, ...) with ``extra_args``; wait until healthy."""
+        proc = self._proc(
+            f"router{len(self.extra_routers) + 1}", "router", f"{HOST}:{free_port()}", None,
+            self.log_level, ["--config", self.config_address, *extra_args],
+        )
+        self.extra_routers.append(proc)
+        proc.start()
+        await proc.wait_healthy()
+        return proc
 
     def kill_shard(self, index: int) -> None:
         """kill -9 one shard."""
@@ -444,8 +461,10 @@ class Cluster:
                 await ch.close(None)
         self._channel_loop = None
 
-    def router_stub(self) -> routing_pb2_grpc.RouterServiceStub:
-        return routing_pb2_grpc.RouterServiceStub(self.channel(self.router_address))
+    def router_stub(self, proc: Proc | None = None) -> routing_pb2_grpc.RouterServiceStub:
+        """RouterService on the router (or on ``proc``, e.g. one from ``add_router``)."""
+        address = self.router_address if proc is None else proc.address
+        return routing_pb2_grpc.RouterServiceStub(self.channel(address))
 
     def config_stub(self) -> routing_pb2_grpc.ConfigServiceStub:
         """ConfigService on the router (forwarded to the config server)."""
