@@ -67,6 +67,11 @@ class ErrorCode(enum.IntEnum):
     INVALID_SORT = 20012
     INVALID_UPDATE = 20013
     INVALID_FILTER = 20014
+    # Replica sets (MongoDB's codes).
+    WRITE_CONCERN_FAILED = 64
+    NOT_WRITABLE_PRIMARY = 10107
+    NOT_PRIMARY_OR_SECONDARY = 13436
+    INTERRUPTED_DUE_TO_REPL_STATE_CHANGE = 11602
 
 
 _GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
@@ -83,6 +88,9 @@ _GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.DUPLICATE_KEY: grpc.StatusCode.ALREADY_EXISTS,
     ErrorCode.HOST_UNREACHABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.SHARD_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.NOT_WRITABLE_PRIMARY: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.NOT_PRIMARY_OR_SECONDARY: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.INTERRUPTED_DUE_TO_REPL_STATE_CHANGE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.STALE_CONFIG: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.STALE_EPOCH: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.CONFLICTING_OPERATION_IN_PROGRESS: grpc.StatusCode.FAILED_PRECONDITION,

@@ -26,7 +26,7 @@ from lauradb.cluster import common_pb2 as lauradb_dot_cluster_dot_common__pb2
 from lauradb.cluster import error_pb2 as lauradb_dot_cluster_dot_error__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlauradb/cluster/cluster.proto\x12\x0flauradb.cluster\x1a\x1clauradb/cluster/common.proto\x1a\x1blauradb/cluster/error.proto\"\xfe\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\'\n\x04role\x18\x04 \x01(\x0e\x32\x19.lauradb.cluster.NodeRole\x12\x10\n\x08priority\x18\x05 \x01(\x03\x12-\n\x04tags\x18\x06 \x03(\x0b\x32\x1f.lauradb.cluster.Node.TagsEntry\x12\n\n\x02up\x18\x64 \x01(\x08\x12\x19\n\x11last_heartbeat_ms\x18\x65 \x01(\x03\x12\x10\n\x08shard_id\x18\x66 \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x17NodeRegistrationRequest\x12#\n\x04node\x18\x01 \x01(\x0b\x32\x15.lauradb.cluster.Node\x12\x12\n\nseed_nodes\x18\x02 \x03(\t\"\xc5\x01\n\x18NodeRegistrationResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12,\n\rcluster_nodes\x18\x03 \x03(\x0b\x32\x15.lauradb.cluster.Node\x12\x32\n\x08topology\x18\x04 \x01(\x0b\x32 .lauradb.cluster.ClusterTopology\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"<\n\x19NodeDeregistrationRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"e\n\x1aNodeDeregistrationResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"\xe2\x01\n\x0f\x43lusterTopology\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12$\n\x05nodes\x18\x02 \x03(\x0b\x32\x15.lauradb.cluster.Node\x12\x12\n\nprimary_id\x18\x03 \x01(\t\x12\x31\n\x0creplica_sets\x18\x04 \x03(\x0b\x32\x1b.lauradb.cluster.ReplicaSet\x12*\n\x06shards\x18\x05 \x03(\x0b\x32\x1a.lauradb.cluster.ShardInfo\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"L\n\nReplicaSet\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x12\n\nprimary_id\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x03\"\x89\x01\n\tShardInfo\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12+\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x1b.lauradb.cluster.ChunkRange\x12\x0c\n\x04host\x18\x64 \x01(\t\x12\x0c\n\x04port\x18\x65 \x01(\x05\x12\x10\n\x08\x64raining\x18\x66 \x01(\x08\"c\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12+\n\x06status\x18\x03 \x01(\x0b\x32\x1b.lauradb.cluster.NodeStatus\"\x8e\x01\n\x11HeartbeatResponse\x12\x0b\n\x03\x61\x63k\x18\x01 \x01(\x08\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x32\n\x08topology\x18\x03 \x01(\x0b\x32 .lauradb.cluster.ClusterTopology\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"\x7f\n\nNodeStatus\x12\'\n\x04role\x18\x01 \x01(\x0e\x32\x19.lauradb.cluster.NodeRole\x12\x15\n\rlast_oplog_id\x18\x02 \x01(\x03\x12\x31\n\tresources\x18\x03 \x01(\x0b\x32\x1e.lauradb.cluster.ResourceStats\"m\n\rResourceStats\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x17\n\x0f\x64isk_bytes_used\x18\x03 \x01(\x03\x12\x18\n\x10\x64isk_bytes_total\x18\x04 \x01(\x03\")\n\x12GetTopologyRequest\x12\x13\n\x0bmin_version\x18\x01 \x01(\x03*j\n\x08NodeRole\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07PRIMARY\x10\x01\x12\r\n\tSECONDARY\x10\x02\x12\x0b\n\x07\x41RBITER\x10\x03\x12\t\n\x05SHARD\x10\x04\x12\x11\n\rCONFIG_SERVER\x10\x05\x12\n\n\x06ROUTER\x10\x06\x32\x8a\x03\n\x0e\x43lusterService\x12\x63\n\x0cRegisterNode\x12(.lauradb.cluster.NodeRegistrationRequest\x1a).lauradb.cluster.NodeRegistrationResponse\x12i\n\x0e\x44\x65registerNode\x12*.lauradb.cluster.NodeDeregistrationRequest\x1a+.lauradb.cluster.NodeDeregistrationResponse\x12R\n\tHeartbeat\x12!.lauradb.cluster.HeartbeatRequest\x1a\".lauradb.cluster.HeartbeatResponse\x12T\n\x0bGetTopology\x12#.lauradb.cluster.GetTopologyRequest\x1a .lauradb.cluster.ClusterTopologyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlauradb/cluster/cluster.proto\x12\x0flauradb.cluster\x1a\x1clauradb/cluster/common.proto\x1a\x1blauradb/cluster/error.proto\"\x9d\x02\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\x05\x12\'\n\x04role\x18\x04 \x01(\x0e\x32\x19.lauradb.cluster.NodeRole\x12\x10\n\x08priority\x18\x05 \x01(\x03\x12-\n\x04tags\x18\x06 \x03(\x0b\x32\x1f.lauradb.cluster.Node.TagsEntry\x12\n\n\x02up\x18\x64 \x01(\x08\x12\x19\n\x11last_heartbeat_ms\x18\x65 \x01(\x03\x12\x10\n\x08shard_id\x18\x66 \x01(\t\x12\x0f\n\x07replset\x18g \x01(\t\x12\x0c\n\x04term\x18h \x01(\x03\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x17NodeRegistrationRequest\x12#\n\x04node\x18\x01 \x01(\x0b\x32\x15.lauradb.cluster.Node\x12\x12\n\nseed_nodes\x18\x02 \x03(\t\"\xc5\x01\n\x18NodeRegistrationResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12,\n\rcluster_nodes\x18\x03 \x03(\x0b\x32\x15.lauradb.cluster.Node\x12\x32\n\x08topology\x18\x04 \x01(\x0b\x32 .lauradb.cluster.ClusterTopology\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"<\n\x19NodeDeregistrationRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"e\n\x1aNodeDeregistrationResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"\xe2\x01\n\x0f\x43lusterTopology\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12$\n\x05nodes\x18\x02 \x03(\x0b\x32\x15.lauradb.cluster.Node\x12\x12\n\nprimary_id\x18\x03 \x01(\t\x12\x31\n\x0creplica_sets\x18\x04 \x03(\x0b\x32\x1b.lauradb.cluster.ReplicaSet\x12*\n\x06shards\x18\x05 \x03(\x0b\x32\x1a.lauradb.cluster.ShardInfo\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"L\n\nReplicaSet\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x12\n\nprimary_id\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x03\"\x9a\x01\n\tShardInfo\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12+\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x1b.lauradb.cluster.ChunkRange\x12\x0c\n\x04host\x18\x64 \x01(\t\x12\x0c\n\x04port\x18\x65 \x01(\x05\x12\x10\n\x08\x64raining\x18\x66 \x01(\x08\x12\x0f\n\x07members\x18g \x03(\t\"c\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12+\n\x06status\x18\x03 \x01(\x0b\x32\x1b.lauradb.cluster.NodeStatus\"\x8e\x01\n\x11HeartbeatResponse\x12\x0b\n\x03\x61\x63k\x18\x01 \x01(\x08\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x32\n\x08topology\x18\x03 \x01(\x0b\x32 .lauradb.cluster.ClusterTopology\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"\xb7\x01\n\nNodeStatus\x12\'\n\x04role\x18\x01 \x01(\x0e\x32\x19.lauradb.cluster.NodeRole\x12\x15\n\rlast_oplog_id\x18\x02 \x01(\x03\x12\x31\n\tresources\x18\x03 \x01(\x0b\x32\x1e.lauradb.cluster.ResourceStats\x12\x0c\n\x04term\x18\x64 \x01(\x03\x12\x0f\n\x07replset\x18\x65 \x01(\t\x12\x17\n\x0f\x63ommit_oplog_id\x18\x66 \x01(\x03\"m\n\rResourceStats\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x17\n\x0f\x64isk_bytes_used\x18\x03 \x01(\x03\x12\x18\n\x10\x64isk_bytes_total\x18\x04 \x01(\x03\")\n\x12GetTopologyRequest\x12\x13\n\x0bmin_version\x18\x01 \x01(\x03*j\n\x08NodeRole\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07PRIMARY\x10\x01\x12\r\n\tSECONDARY\x10\x02\x12\x0b\n\x07\x41RBITER\x10\x03\x12\t\n\x05SHARD\x10\x04\x12\x11\n\rCONFIG_SERVER\x10\x05\x12\n\n\x06ROUTER\x10\x06\x32\x8a\x03\n\x0e\x43lusterService\x12\x63\n\x0cRegisterNode\x12(.lauradb.cluster.NodeRegistrationRequest\x1a).lauradb.cluster.NodeRegistrationResponse\x12i\n\x0e\x44\x65registerNode\x12*.lauradb.cluster.NodeDeregistrationRequest\x1a+.lauradb.cluster.NodeDeregistrationResponse\x12R\n\tHeartbeat\x12!.lauradb.cluster.HeartbeatRequest\x1a\".lauradb.cluster.HeartbeatResponse\x12T\n\x0bGetTopology\x12#.lauradb.cluster.GetTopologyRequest\x1a .lauradb.cluster.ClusterTopologyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,36 +35,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODE_TAGSENTRY']._loaded_options = None
   _globals['_NODE_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_NODEROLE']._serialized_start=1791
-  _globals['_NODEROLE']._serialized_end=1897
+  _globals['_NODEROLE']._serialized_start=1896
+  _globals['_NODEROLE']._serialized_end=2002
   _globals['_NODE']._serialized_start=110
-  _globals['_NODE']._serialized_end=364
-  _globals['_NODE_TAGSENTRY']._serialized_start=321
-  _globals['_NODE_TAGSENTRY']._serialized_end=364
-  _globals['_NODEREGISTRATIONREQUEST']._serialized_start=366
-  _globals['_NODEREGISTRATIONREQUEST']._serialized_end=448
-  _globals['_NODEREGISTRATIONRESPONSE']._serialized_start=451
-  _globals['_NODEREGISTRATIONRESPONSE']._serialized_end=648
-  _globals['_NODEDEREGISTRATIONREQUEST']._serialized_start=650
-  _globals['_NODEDEREGISTRATIONREQUEST']._serialized_end=710
-  _globals['_NODEDEREGISTRATIONRESPONSE']._serialized_start=712
-  _globals['_NODEDEREGISTRATIONRESPONSE']._serialized_end=813
-  _globals['_CLUSTERTOPOLOGY']._serialized_start=816
-  _globals['_CLUSTERTOPOLOGY']._serialized_end=1042
-  _globals['_REPLICASET']._serialized_start=1044
-  _globals['_REPLICASET']._serialized_end=1120
-  _globals['_SHARDINFO']._serialized_start=1123
-  _globals['_SHARDINFO']._serialized_end=1260
-  _globals['_HEARTBEATREQUEST']._serialized_start=1262
-  _globals['_HEARTBEATREQUEST']._serialized_end=1361
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1364
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1506
-  _globals['_NODESTATUS']._serialized_start=1508
-  _globals['_NODESTATUS']._serialized_end=1635
-  _globals['_RESOURCESTATS']._serialized_start=1637
-  _globals['_RESOURCESTATS']._serialized_end=1746
-  _globals['_GETTOPOLOGYREQUEST']._serialized_start=1748
-  _globals['_GETTOPOLOGYREQUEST']._serialized_end=1789
-  _globals['_CLUSTERSERVICE']._serialized_start=1900
-  _globals['_CLUSTERSERVICE']._serialized_end=2294
+  _globals['_NODE']._serialized_end=395
+  _globals['_NODE_TAGSENTRY']._serialized_start=352
+  _globals['_NODE_TAGSENTRY']._serialized_end=395
+  _globals['_NODEREGISTRATIONREQUEST']._serialized_start=397
+  _globals['_NODEREGISTRATIONREQUEST']._serialized_end=479
+  _globals['_NODEREGISTRATIONRESPONSE']._serialized_start=482
+  _globals['_NODEREGISTRATIONRESPONSE']._serialized_end=679
+  _globals['_NODEDEREGISTRATIONREQUEST']._serialized_start=681
+  _globals['_NODEDEREGISTRATIONREQUEST']._serialized_end=741
+  _globals['_NODEDEREGISTRATIONRESPONSE']._serialized_start=743
+  _globals['_NODEDEREGISTRATIONRESPONSE']._serialized_end=844
+  _globals['_CLUSTERTOPOLOGY']._serialized_start=847
+  _globals['_CLUSTERTOPOLOGY']._serialized_end=1073
+  _globals['_REPLICASET']._serialized_start=1075
+  _globals['_REPLICASET']._serialized_end=1151
+  _globals['_SHARDINFO']._serialized_start=1154
+  _globals['_SHARDINFO']._serialized_end=1308
+  _globals['_HEARTBEATREQUEST']._serialized_start=1310
+  _globals['_HEARTBEATREQUEST']._serialized_end=1409
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1412
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1554
+  _globals['_NODESTATUS']._serialized_start=1557
+  _globals['_NODESTATUS']._serialized_end=1740
+  _globals['_RESOURCESTATS']._serialized_start=1742
+  _globals['_RESOURCESTATS']._serialized_end=1851
+  _globals['_GETTOPOLOGYREQUEST']._serialized_start=1853
+  _globals['_GETTOPOLOGYREQUEST']._serialized_end=1894
+  _globals['_CLUSTERSERVICE']._serialized_start=2005
+  _globals['_CLUSTERSERVICE']._serialized_end=2399
 # @@protoc_insertion_point(module_scope)

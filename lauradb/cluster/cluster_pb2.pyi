@@ -27,7 +27,7 @@ CONFIG_SERVER: NodeRole
 ROUTER: NodeRole
 
 class Node(_message.Message):
-    __slots__ = ("id", "host", "port", "role", "priority", "tags", "up", "last_heartbeat_ms", "shard_id")
+    __slots__ = ("id", "host", "port", "role", "priority", "tags", "up", "last_heartbeat_ms", "shard_id", "replset", "term")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,8 @@ class Node(_message.Message):
     UP_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLSET_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     id: str
     host: str
     port: int
@@ -53,7 +55,9 @@ class Node(_message.Message):
     up: bool
     last_heartbeat_ms: int
     shard_id: str
-    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., role: _Optional[_Union[NodeRole, str]] = ..., priority: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., up: _Optional[bool] = ..., last_heartbeat_ms: _Optional[int] = ..., shard_id: _Optional[str] = ...) -> None: ...
+    replset: str
+    term: int
+    def __init__(self, id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., role: _Optional[_Union[NodeRole, str]] = ..., priority: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., up: _Optional[bool] = ..., last_heartbeat_ms: _Optional[int] = ..., shard_id: _Optional[str] = ..., replset: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
 
 class NodeRegistrationRequest(_message.Message):
     __slots__ = ("node", "seed_nodes")
@@ -124,20 +128,22 @@ class ReplicaSet(_message.Message):
     def __init__(self, id: _Optional[str] = ..., node_ids: _Optional[_Iterable[str]] = ..., primary_id: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
 
 class ShardInfo(_message.Message):
-    __slots__ = ("shard_id", "node_id", "chunks", "host", "port", "draining")
+    __slots__ = ("shard_id", "node_id", "chunks", "host", "port", "draining", "members")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     node_id: str
     chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChunkRange]
     host: str
     port: int
     draining: bool
-    def __init__(self, shard_id: _Optional[str] = ..., node_id: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkRange, _Mapping]]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+    members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, shard_id: _Optional[str] = ..., node_id: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkRange, _Mapping]]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., draining: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("node_id", "timestamp", "status")
@@ -162,14 +168,20 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, ack: _Optional[bool] = ..., timestamp: _Optional[int] = ..., topology: _Optional[_Union[ClusterTopology, _Mapping]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("role", "last_oplog_id", "resources")
+    __slots__ = ("role", "last_oplog_id", "resources", "term", "replset", "commit_oplog_id")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     LAST_OPLOG_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    REPLSET_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_OPLOG_ID_FIELD_NUMBER: _ClassVar[int]
     role: NodeRole
     last_oplog_id: int
     resources: ResourceStats
-    def __init__(self, role: _Optional[_Union[NodeRole, str]] = ..., last_oplog_id: _Optional[int] = ..., resources: _Optional[_Union[ResourceStats, _Mapping]] = ...) -> None: ...
+    term: int
+    replset: str
+    commit_oplog_id: int
+    def __init__(self, role: _Optional[_Union[NodeRole, str]] = ..., last_oplog_id: _Optional[int] = ..., resources: _Optional[_Union[ResourceStats, _Mapping]] = ..., term: _Optional[int] = ..., replset: _Optional[str] = ..., commit_oplog_id: _Optional[int] = ...) -> None: ...
 
 class ResourceStats(_message.Message):
     __slots__ = ("cpu_percent", "memory_bytes", "disk_bytes_used", "disk_bytes_total")

@@ -1,5 +1,6 @@
 from lauradb.cluster import cluster_pb2 as _cluster_pb2
 from lauradb.cluster import error_pb2 as _error_pb2
+from lauradb.cluster import replset_pb2 as _replset_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -35,20 +36,24 @@ class KillCursorsResponse(_message.Message):
     def __init__(self, killed: _Optional[_Iterable[str]] = ..., not_found: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class CountRequest(_message.Message):
-    __slots__ = ("database", "collection", "query", "limit", "skip", "request_id")
+    __slots__ = ("database", "collection", "query", "limit", "skip", "request_id", "read_preference", "read_concern")
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     SKIP_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    READ_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    READ_CONCERN_FIELD_NUMBER: _ClassVar[int]
     database: str
     collection: str
     query: bytes
     limit: int
     skip: int
     request_id: str
-    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., query: _Optional[bytes] = ..., limit: _Optional[int] = ..., skip: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    read_preference: _replset_pb2.ReadPreference
+    read_concern: _replset_pb2.ReadConcern
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., query: _Optional[bytes] = ..., limit: _Optional[int] = ..., skip: _Optional[int] = ..., request_id: _Optional[str] = ..., read_preference: _Optional[_Union[_replset_pb2.ReadPreference, _Mapping]] = ..., read_concern: _Optional[_Union[_replset_pb2.ReadConcern, _Mapping]] = ...) -> None: ...
 
 class CountResponse(_message.Message):
     __slots__ = ("count", "error")
@@ -113,18 +118,22 @@ class ListDatabasesResponse(_message.Message):
     def __init__(self, databases: _Optional[_Iterable[_Union[DatabaseInfo, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class DistinctRequest(_message.Message):
-    __slots__ = ("database", "collection", "key", "query", "request_id")
+    __slots__ = ("database", "collection", "key", "query", "request_id", "read_preference", "read_concern")
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    READ_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    READ_CONCERN_FIELD_NUMBER: _ClassVar[int]
     database: str
     collection: str
     key: str
     query: bytes
     request_id: str
-    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., key: _Optional[str] = ..., query: _Optional[bytes] = ..., request_id: _Optional[str] = ...) -> None: ...
+    read_preference: _replset_pb2.ReadPreference
+    read_concern: _replset_pb2.ReadConcern
+    def __init__(self, database: _Optional[str] = ..., collection: _Optional[str] = ..., key: _Optional[str] = ..., query: _Optional[bytes] = ..., request_id: _Optional[str] = ..., read_preference: _Optional[_Union[_replset_pb2.ReadPreference, _Mapping]] = ..., read_concern: _Optional[_Union[_replset_pb2.ReadConcern, _Mapping]] = ...) -> None: ...
 
 class DistinctResponse(_message.Message):
     __slots__ = ("values", "error")

@@ -1,5 +1,6 @@
 from lauradb.cluster import common_pb2 as _common_pb2
 from lauradb.cluster import error_pb2 as _error_pb2
+from lauradb.cluster import replset_pb2 as _replset_pb2
 from lauradb.cluster import router_ext_pb2 as _router_ext_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -22,7 +23,7 @@ RANGE: ShardingStrategy
 COMPOUND: ShardingStrategy
 
 class QueryRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "query", "projection", "limit", "skip", "sort", "shard_key", "batch_size")
+    __slots__ = ("request_id", "database", "collection", "query", "projection", "limit", "skip", "sort", "shard_key", "batch_size", "read_preference", "read_concern")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +34,8 @@ class QueryRequest(_message.Message):
     SORT_FIELD_NUMBER: _ClassVar[int]
     SHARD_KEY_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    READ_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    READ_CONCERN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
@@ -43,7 +46,9 @@ class QueryRequest(_message.Message):
     sort: bytes
     shard_key: bytes
     batch_size: int
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., query: _Optional[bytes] = ..., projection: _Optional[bytes] = ..., limit: _Optional[int] = ..., skip: _Optional[int] = ..., sort: _Optional[bytes] = ..., shard_key: _Optional[bytes] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    read_preference: _replset_pb2.ReadPreference
+    read_concern: _replset_pb2.ReadConcern
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., query: _Optional[bytes] = ..., projection: _Optional[bytes] = ..., limit: _Optional[int] = ..., skip: _Optional[int] = ..., sort: _Optional[bytes] = ..., shard_key: _Optional[bytes] = ..., batch_size: _Optional[int] = ..., read_preference: _Optional[_Union[_replset_pb2.ReadPreference, _Mapping]] = ..., read_concern: _Optional[_Union[_replset_pb2.ReadConcern, _Mapping]] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("request_id", "documents", "more_available", "cursor_id", "stats", "error")
@@ -74,30 +79,34 @@ class QueryStats(_message.Message):
     def __init__(self, documents_examined: _Optional[int] = ..., documents_returned: _Optional[int] = ..., execution_time_ms: _Optional[int] = ..., shards_queried: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InsertRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "documents", "ordered")
+    __slots__ = ("request_id", "database", "collection", "documents", "ordered", "write_concern")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     ORDERED_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
     documents: _containers.RepeatedScalarFieldContainer[bytes]
     ordered: bool
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., documents: _Optional[_Iterable[bytes]] = ..., ordered: _Optional[bool] = ...) -> None: ...
+    write_concern: _replset_pb2.WriteConcern
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., documents: _Optional[_Iterable[bytes]] = ..., ordered: _Optional[bool] = ..., write_concern: _Optional[_Union[_replset_pb2.WriteConcern, _Mapping]] = ...) -> None: ...
 
 class InsertResponse(_message.Message):
-    __slots__ = ("request_id", "inserted_count", "errors", "error")
+    __slots__ = ("request_id", "inserted_count", "errors", "error", "write_concern_error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     INSERTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     inserted_count: int
     errors: _containers.RepeatedCompositeFieldContainer[InsertError]
     error: _error_pb2.Error
-    def __init__(self, request_id: _Optional[str] = ..., inserted_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[InsertError, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+    write_concern_error: _replset_pb2.WriteConcernError
+    def __init__(self, request_id: _Optional[str] = ..., inserted_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[InsertError, _Mapping]]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ..., write_concern_error: _Optional[_Union[_replset_pb2.WriteConcernError, _Mapping]] = ...) -> None: ...
 
 class InsertError(_message.Message):
     __slots__ = ("index", "error", "code", "code_name")
@@ -112,7 +121,7 @@ class InsertError(_message.Message):
     def __init__(self, index: _Optional[int] = ..., error: _Optional[str] = ..., code: _Optional[int] = ..., code_name: _Optional[str] = ...) -> None: ...
 
 class UpdateRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "query", "update", "multi", "upsert", "array_filters")
+    __slots__ = ("request_id", "database", "collection", "query", "update", "multi", "upsert", "array_filters", "write_concern")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +130,7 @@ class UpdateRequest(_message.Message):
     MULTI_FIELD_NUMBER: _ClassVar[int]
     UPSERT_FIELD_NUMBER: _ClassVar[int]
     ARRAY_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
@@ -129,50 +139,57 @@ class UpdateRequest(_message.Message):
     multi: bool
     upsert: bool
     array_filters: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., query: _Optional[bytes] = ..., update: _Optional[bytes] = ..., multi: _Optional[bool] = ..., upsert: _Optional[bool] = ..., array_filters: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    write_concern: _replset_pb2.WriteConcern
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., query: _Optional[bytes] = ..., update: _Optional[bytes] = ..., multi: _Optional[bool] = ..., upsert: _Optional[bool] = ..., array_filters: _Optional[_Iterable[bytes]] = ..., write_concern: _Optional[_Union[_replset_pb2.WriteConcern, _Mapping]] = ...) -> None: ...
 
 class UpdateResponse(_message.Message):
-    __slots__ = ("request_id", "matched_count", "modified_count", "upserted_count", "error", "upserted_id")
+    __slots__ = ("request_id", "matched_count", "modified_count", "upserted_count", "error", "upserted_id", "write_concern_error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MATCHED_COUNT_FIELD_NUMBER: _ClassVar[int]
     MODIFIED_COUNT_FIELD_NUMBER: _ClassVar[int]
     UPSERTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     UPSERTED_ID_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     matched_count: int
     modified_count: int
     upserted_count: int
     error: _error_pb2.Error
     upserted_id: bytes
-    def __init__(self, request_id: _Optional[str] = ..., matched_count: _Optional[int] = ..., modified_count: _Optional[int] = ..., upserted_count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ..., upserted_id: _Optional[bytes] = ...) -> None: ...
+    write_concern_error: _replset_pb2.WriteConcernError
+    def __init__(self, request_id: _Optional[str] = ..., matched_count: _Optional[int] = ..., modified_count: _Optional[int] = ..., upserted_count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ..., upserted_id: _Optional[bytes] = ..., write_concern_error: _Optional[_Union[_replset_pb2.WriteConcernError, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "query", "multi")
+    __slots__ = ("request_id", "database", "collection", "query", "multi", "write_concern")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     MULTI_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
     query: bytes
     multi: bool
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., query: _Optional[bytes] = ..., multi: _Optional[bool] = ...) -> None: ...
+    write_concern: _replset_pb2.WriteConcern
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., query: _Optional[bytes] = ..., multi: _Optional[bool] = ..., write_concern: _Optional[_Union[_replset_pb2.WriteConcern, _Mapping]] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ("request_id", "deleted_count", "error")
+    __slots__ = ("request_id", "deleted_count", "error", "write_concern_error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     deleted_count: int
     error: _error_pb2.Error
-    def __init__(self, request_id: _Optional[str] = ..., deleted_count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+    write_concern_error: _replset_pb2.WriteConcernError
+    def __init__(self, request_id: _Optional[str] = ..., deleted_count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ..., write_concern_error: _Optional[_Union[_replset_pb2.WriteConcernError, _Mapping]] = ...) -> None: ...
 
 class AggregationRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "pipeline", "batch_size", "allow_disk_use", "max_memory_bytes")
+    __slots__ = ("request_id", "database", "collection", "pipeline", "batch_size", "allow_disk_use", "max_memory_bytes", "read_preference", "read_concern")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +197,8 @@ class AggregationRequest(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     ALLOW_DISK_USE_FIELD_NUMBER: _ClassVar[int]
     MAX_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    READ_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    READ_CONCERN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
@@ -187,7 +206,9 @@ class AggregationRequest(_message.Message):
     batch_size: int
     allow_disk_use: bool
     max_memory_bytes: int
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., pipeline: _Optional[_Iterable[bytes]] = ..., batch_size: _Optional[int] = ..., allow_disk_use: _Optional[bool] = ..., max_memory_bytes: _Optional[int] = ...) -> None: ...
+    read_preference: _replset_pb2.ReadPreference
+    read_concern: _replset_pb2.ReadConcern
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., pipeline: _Optional[_Iterable[bytes]] = ..., batch_size: _Optional[int] = ..., allow_disk_use: _Optional[bool] = ..., max_memory_bytes: _Optional[int] = ..., read_preference: _Optional[_Union[_replset_pb2.ReadPreference, _Mapping]] = ..., read_concern: _Optional[_Union[_replset_pb2.ReadConcern, _Mapping]] = ...) -> None: ...
 
 class AggregationResponse(_message.Message):
     __slots__ = ("request_id", "results", "error", "cursor_id", "more_available", "stats")
@@ -206,18 +227,20 @@ class AggregationResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., results: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ..., cursor_id: _Optional[str] = ..., more_available: _Optional[bool] = ..., stats: _Optional[_Union[QueryStats, _Mapping]] = ...) -> None: ...
 
 class ShardRouteInfo(_message.Message):
-    __slots__ = ("shard_id", "node_id", "host", "port", "chunks")
+    __slots__ = ("shard_id", "node_id", "host", "port", "chunks", "members")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     node_id: str
     host: str
     port: int
     chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChunkRange]
-    def __init__(self, shard_id: _Optional[str] = ..., node_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkRange, _Mapping]]] = ...) -> None: ...
+    members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, shard_id: _Optional[str] = ..., node_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkRange, _Mapping]]] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetShardMapRequest(_message.Message):
     __slots__ = ("database", "collection", "version", "epoch", "incremental")
@@ -294,16 +317,18 @@ class ShardCollectionResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., epoch: _Optional[str] = ..., version: _Optional[int] = ..., chunks: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class AddShardRequest(_message.Message):
-    __slots__ = ("shard_id", "node_id", "host", "port")
+    __slots__ = ("shard_id", "node_id", "host", "port", "members")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     node_id: str
     host: str
     port: int
-    def __init__(self, shard_id: _Optional[str] = ..., node_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
+    members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, shard_id: _Optional[str] = ..., node_id: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AddShardResponse(_message.Message):
     __slots__ = ("success", "message", "error")

@@ -1,5 +1,6 @@
 from lauradb.cluster import error_pb2 as _error_pb2
 from lauradb.cluster import router_ext_pb2 as _router_ext_pb2
+from lauradb.cluster import replset_pb2 as _replset_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -23,7 +24,7 @@ class ShardVersion(_message.Message):
     def __init__(self, epoch: _Optional[str] = ..., major: _Optional[int] = ..., minor: _Optional[int] = ..., unsharded: _Optional[bool] = ..., ignore: _Optional[bool] = ...) -> None: ...
 
 class ShardFindRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "filter", "projection", "sort", "limit", "skip", "batch_size", "version", "retry_id", "stmt_id")
+    __slots__ = ("request_id", "database", "collection", "filter", "projection", "sort", "limit", "skip", "batch_size", "version", "retry_id", "stmt_id", "read_concern", "secondary_ok")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +37,8 @@ class ShardFindRequest(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RETRY_ID_FIELD_NUMBER: _ClassVar[int]
     STMT_ID_FIELD_NUMBER: _ClassVar[int]
+    READ_CONCERN_FIELD_NUMBER: _ClassVar[int]
+    SECONDARY_OK_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
@@ -48,7 +51,9 @@ class ShardFindRequest(_message.Message):
     version: ShardVersion
     retry_id: str
     stmt_id: int
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., projection: _Optional[bytes] = ..., sort: _Optional[bytes] = ..., limit: _Optional[int] = ..., skip: _Optional[int] = ..., batch_size: _Optional[int] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_id: _Optional[int] = ...) -> None: ...
+    read_concern: _replset_pb2.ReadConcern
+    secondary_ok: bool
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., projection: _Optional[bytes] = ..., sort: _Optional[bytes] = ..., limit: _Optional[int] = ..., skip: _Optional[int] = ..., batch_size: _Optional[int] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_id: _Optional[int] = ..., read_concern: _Optional[_Union[_replset_pb2.ReadConcern, _Mapping]] = ..., secondary_ok: _Optional[bool] = ...) -> None: ...
 
 class ShardCursorBatch(_message.Message):
     __slots__ = ("documents", "cursor_id", "documents_examined", "retry_executed", "error")
@@ -99,7 +104,7 @@ class ShardWriteError(_message.Message):
     def __init__(self, index: _Optional[int] = ..., code: _Optional[int] = ..., code_name: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ShardInsertRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "documents", "ordered", "version", "retry_id", "stmt_ids", "retry_fingerprint")
+    __slots__ = ("request_id", "database", "collection", "documents", "ordered", "version", "retry_id", "stmt_ids", "retry_fingerprint", "write_concern")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +114,7 @@ class ShardInsertRequest(_message.Message):
     RETRY_ID_FIELD_NUMBER: _ClassVar[int]
     STMT_IDS_FIELD_NUMBER: _ClassVar[int]
     RETRY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
@@ -118,22 +124,25 @@ class ShardInsertRequest(_message.Message):
     retry_id: str
     stmt_ids: _containers.RepeatedScalarFieldContainer[int]
     retry_fingerprint: bytes
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., documents: _Optional[_Iterable[bytes]] = ..., ordered: _Optional[bool] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_ids: _Optional[_Iterable[int]] = ..., retry_fingerprint: _Optional[bytes] = ...) -> None: ...
+    write_concern: _replset_pb2.WriteConcern
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., documents: _Optional[_Iterable[bytes]] = ..., ordered: _Optional[bool] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_ids: _Optional[_Iterable[int]] = ..., retry_fingerprint: _Optional[bytes] = ..., write_concern: _Optional[_Union[_replset_pb2.WriteConcern, _Mapping]] = ...) -> None: ...
 
 class ShardInsertResponse(_message.Message):
-    __slots__ = ("inserted_count", "errors", "retried_count", "error")
+    __slots__ = ("inserted_count", "errors", "retried_count", "error", "write_concern_error")
     INSERTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     RETRIED_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_ERROR_FIELD_NUMBER: _ClassVar[int]
     inserted_count: int
     errors: _containers.RepeatedCompositeFieldContainer[ShardWriteError]
     retried_count: int
     error: _error_pb2.Error
-    def __init__(self, inserted_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ShardWriteError, _Mapping]]] = ..., retried_count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+    write_concern_error: _replset_pb2.WriteConcernError
+    def __init__(self, inserted_count: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ShardWriteError, _Mapping]]] = ..., retried_count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ..., write_concern_error: _Optional[_Union[_replset_pb2.WriteConcernError, _Mapping]] = ...) -> None: ...
 
 class ShardUpdateRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "filter", "update", "multi", "upsert", "array_filters", "version", "retry_id", "stmt_id", "retry_fingerprint", "history_only")
+    __slots__ = ("request_id", "database", "collection", "filter", "update", "multi", "upsert", "array_filters", "version", "retry_id", "stmt_id", "retry_fingerprint", "history_only", "write_concern")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +156,7 @@ class ShardUpdateRequest(_message.Message):
     STMT_ID_FIELD_NUMBER: _ClassVar[int]
     RETRY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     HISTORY_ONLY_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
@@ -160,24 +170,27 @@ class ShardUpdateRequest(_message.Message):
     stmt_id: int
     retry_fingerprint: bytes
     history_only: bool
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., update: _Optional[bytes] = ..., multi: _Optional[bool] = ..., upsert: _Optional[bool] = ..., array_filters: _Optional[_Iterable[bytes]] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_id: _Optional[int] = ..., retry_fingerprint: _Optional[bytes] = ..., history_only: _Optional[bool] = ...) -> None: ...
+    write_concern: _replset_pb2.WriteConcern
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., update: _Optional[bytes] = ..., multi: _Optional[bool] = ..., upsert: _Optional[bool] = ..., array_filters: _Optional[_Iterable[bytes]] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_id: _Optional[int] = ..., retry_fingerprint: _Optional[bytes] = ..., history_only: _Optional[bool] = ..., write_concern: _Optional[_Union[_replset_pb2.WriteConcern, _Mapping]] = ...) -> None: ...
 
 class ShardUpdateResponse(_message.Message):
-    __slots__ = ("matched_count", "modified_count", "upserted_id", "retried", "error")
+    __slots__ = ("matched_count", "modified_count", "upserted_id", "retried", "error", "write_concern_error")
     MATCHED_COUNT_FIELD_NUMBER: _ClassVar[int]
     MODIFIED_COUNT_FIELD_NUMBER: _ClassVar[int]
     UPSERTED_ID_FIELD_NUMBER: _ClassVar[int]
     RETRIED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_ERROR_FIELD_NUMBER: _ClassVar[int]
     matched_count: int
     modified_count: int
     upserted_id: bytes
     retried: bool
     error: _error_pb2.Error
-    def __init__(self, matched_count: _Optional[int] = ..., modified_count: _Optional[int] = ..., upserted_id: _Optional[bytes] = ..., retried: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+    write_concern_error: _replset_pb2.WriteConcernError
+    def __init__(self, matched_count: _Optional[int] = ..., modified_count: _Optional[int] = ..., upserted_id: _Optional[bytes] = ..., retried: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ..., write_concern_error: _Optional[_Union[_replset_pb2.WriteConcernError, _Mapping]] = ...) -> None: ...
 
 class ShardDeleteRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "filter", "multi", "version", "retry_id", "stmt_id", "retry_fingerprint", "history_only")
+    __slots__ = ("request_id", "database", "collection", "filter", "multi", "version", "retry_id", "stmt_id", "retry_fingerprint", "history_only", "write_concern")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +201,7 @@ class ShardDeleteRequest(_message.Message):
     STMT_ID_FIELD_NUMBER: _ClassVar[int]
     RETRY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     HISTORY_ONLY_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
@@ -198,31 +212,38 @@ class ShardDeleteRequest(_message.Message):
     stmt_id: int
     retry_fingerprint: bytes
     history_only: bool
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., multi: _Optional[bool] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_id: _Optional[int] = ..., retry_fingerprint: _Optional[bytes] = ..., history_only: _Optional[bool] = ...) -> None: ...
+    write_concern: _replset_pb2.WriteConcern
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., multi: _Optional[bool] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., retry_id: _Optional[str] = ..., stmt_id: _Optional[int] = ..., retry_fingerprint: _Optional[bytes] = ..., history_only: _Optional[bool] = ..., write_concern: _Optional[_Union[_replset_pb2.WriteConcern, _Mapping]] = ...) -> None: ...
 
 class ShardDeleteResponse(_message.Message):
-    __slots__ = ("deleted_count", "retried", "error")
+    __slots__ = ("deleted_count", "retried", "error", "write_concern_error")
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
     RETRIED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONCERN_ERROR_FIELD_NUMBER: _ClassVar[int]
     deleted_count: int
     retried: bool
     error: _error_pb2.Error
-    def __init__(self, deleted_count: _Optional[int] = ..., retried: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+    write_concern_error: _replset_pb2.WriteConcernError
+    def __init__(self, deleted_count: _Optional[int] = ..., retried: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ..., write_concern_error: _Optional[_Union[_replset_pb2.WriteConcernError, _Mapping]] = ...) -> None: ...
 
 class ShardCountRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "filter", "version")
+    __slots__ = ("request_id", "database", "collection", "filter", "version", "read_concern", "secondary_ok")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    READ_CONCERN_FIELD_NUMBER: _ClassVar[int]
+    SECONDARY_OK_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
     filter: bytes
     version: ShardVersion
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+    read_concern: _replset_pb2.ReadConcern
+    secondary_ok: bool
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., filter: _Optional[bytes] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., read_concern: _Optional[_Union[_replset_pb2.ReadConcern, _Mapping]] = ..., secondary_ok: _Optional[bool] = ...) -> None: ...
 
 class ShardCountResponse(_message.Message):
     __slots__ = ("count", "error")
@@ -233,20 +254,24 @@ class ShardCountResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class ShardAggregateRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "pipeline", "batch_size", "version")
+    __slots__ = ("request_id", "database", "collection", "pipeline", "batch_size", "version", "read_concern", "secondary_ok")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    READ_CONCERN_FIELD_NUMBER: _ClassVar[int]
+    SECONDARY_OK_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
     pipeline: _containers.RepeatedScalarFieldContainer[bytes]
     batch_size: int
     version: ShardVersion
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., pipeline: _Optional[_Iterable[bytes]] = ..., batch_size: _Optional[int] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+    read_concern: _replset_pb2.ReadConcern
+    secondary_ok: bool
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., pipeline: _Optional[_Iterable[bytes]] = ..., batch_size: _Optional[int] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., read_concern: _Optional[_Union[_replset_pb2.ReadConcern, _Mapping]] = ..., secondary_ok: _Optional[bool] = ...) -> None: ...
 
 class RefreshMetadataRequest(_message.Message):
     __slots__ = ("database", "collection")
@@ -365,20 +390,24 @@ class ShardDropDatabaseResponse(_message.Message):
     def __init__(self, dropped: _Optional[bool] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class ShardDistinctRequest(_message.Message):
-    __slots__ = ("request_id", "database", "collection", "key", "filter", "version")
+    __slots__ = ("request_id", "database", "collection", "key", "filter", "version", "read_concern", "secondary_ok")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    READ_CONCERN_FIELD_NUMBER: _ClassVar[int]
+    SECONDARY_OK_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     database: str
     collection: str
     key: str
     filter: bytes
     version: ShardVersion
-    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., key: _Optional[str] = ..., filter: _Optional[bytes] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ...) -> None: ...
+    read_concern: _replset_pb2.ReadConcern
+    secondary_ok: bool
+    def __init__(self, request_id: _Optional[str] = ..., database: _Optional[str] = ..., collection: _Optional[str] = ..., key: _Optional[str] = ..., filter: _Optional[bytes] = ..., version: _Optional[_Union[ShardVersion, _Mapping]] = ..., read_concern: _Optional[_Union[_replset_pb2.ReadConcern, _Mapping]] = ..., secondary_ok: _Optional[bool] = ...) -> None: ...
 
 class ShardDistinctResponse(_message.Message):
     __slots__ = ("values", "error")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from lauradb.cluster import replset_pb2 as lauradb_dot_cluster_dot_replset__pb2
 from lauradb.cluster import shard_pb2 as lauradb_dot_cluster_dot_shard__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -34,6 +35,11 @@ class ShardServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Hello = channel.unary_unary(
+                '/lauradb.cluster.ShardService/Hello',
+                request_serializer=lauradb_dot_cluster_dot_replset__pb2.HelloRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_replset__pb2.HelloResponse.FromString,
+                _registered_method=True)
         self.Find = channel.unary_unary(
                 '/lauradb.cluster.ShardService/Find',
                 request_serializer=lauradb_dot_cluster_dot_shard__pb2.ShardFindRequest.SerializeToString,
@@ -188,6 +194,13 @@ class ShardServiceStub:
 
 class ShardServiceServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def Hello(self, request, context):
+        """Replica sets: who is this member, who is primary (cheap, no version check).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Find(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -386,6 +399,11 @@ class ShardServiceServicer:
 
 def add_ShardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Hello': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hello,
+                    request_deserializer=lauradb_dot_cluster_dot_replset__pb2.HelloRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_replset__pb2.HelloResponse.SerializeToString,
+            ),
             'Find': grpc.unary_unary_rpc_method_handler(
                     servicer.Find,
                     request_deserializer=lauradb_dot_cluster_dot_shard__pb2.ShardFindRequest.FromString,
@@ -546,6 +564,33 @@ def add_ShardServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ShardService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Hello(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.ShardService/Hello',
+            lauradb_dot_cluster_dot_replset__pb2.HelloRequest.SerializeToString,
+            lauradb_dot_cluster_dot_replset__pb2.HelloResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Find(request,
