@@ -29,6 +29,7 @@ from config_server.model import (
 )
 from config_server.names import split_namespace, validate_collection_name, validate_database_name
 from config_server.store import MetadataStore, MetadataTransaction
+from lauradb.bsonkit.codec import encode_ordered
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.shard_key import ShardKeyPattern
 
@@ -328,8 +329,8 @@ class Catalog:
                 ChunkRecord(
                     chunk_id=_new_id(),
                     namespace=namespace,
-                    min_key=bson.encode(lo),
-                    max_key=bson.encode(hi),
+                    min_key=encode_ordered(lo),
+                    max_key=encode_ordered(hi),
                     min_sort=key_bounds.sort_bytes(plan.pattern, lo),
                     shard_id=owners[i % len(owners)],
                     major=1,
@@ -504,7 +505,7 @@ class Catalog:
                     f"[{_decode_bound(chunk.min_key)!r}, {_decode_bound(chunk.max_key)!r})",
                 )
             major, minor = tx.collection_version(chunk.namespace)
-            point_bytes = bson.encode(point)
+            point_bytes = encode_ordered(point)
             left = replace(
                 chunk,
                 chunk_id=_new_id(),

@@ -16,7 +16,7 @@ from config_server.model import HASH, IndexRecord, MigrationRecord, combined_ver
 from config_server.move_primary import PrimaryMover
 from config_server.shard_notifier import ShardNotifier
 from config_server.shard_removal import STARTED, ShardRemoval
-from lauradb.bsonkit.codec import decode_document, encode_document
+from lauradb.bsonkit.codec import decode_document, encode_ordered
 from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.errors import to_proto
@@ -37,7 +37,7 @@ def _strategy_name(value: int) -> str:
 def _index_spec(record: IndexRecord) -> router_ext_pb2.IndexSpec:
     return router_ext_pb2.IndexSpec(
         name=record.name,
-        keys=encode_document(dict(record.keys)),
+        keys=encode_ordered(dict(record.keys)),
         unique=record.unique,
         sparse=record.sparse,
     )

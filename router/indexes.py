@@ -26,7 +26,7 @@ from typing import Any
 
 from bson.decimal128 import Decimal128
 
-from lauradb.bsonkit.codec import decode_document, encode_document
+from lauradb.bsonkit.codec import decode_document, encode_document, encode_ordered
 from lauradb.cluster import router_ext_pb2, shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 from router.context import RouterContext
@@ -113,7 +113,7 @@ def normalize_index(spec: router_ext_pb2.IndexSpec) -> router_ext_pb2.IndexSpec:
     elif name == ID_INDEX:
         raise _cannot(f"the index name {ID_INDEX!r} is reserved for the _id index")
     return router_ext_pb2.IndexSpec(
-        name=name, keys=encode_document(keys), unique=spec.unique, sparse=spec.sparse
+        name=name, keys=encode_ordered(keys), unique=spec.unique, sparse=spec.sparse
     )
 
 

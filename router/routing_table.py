@@ -8,6 +8,7 @@ from typing import Any
 
 import bson
 
+from lauradb.bsonkit.codec import encode_ordered
 from lauradb.cluster import common_pb2, routing_pb2, shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.chunk_map import Chunk, ChunkMap, combined_version
@@ -119,8 +120,8 @@ class RoutingTable:
             for c in by_shard.get(sid, ()):
                 route.chunks.add(
                     chunk_id=c.chunk_id,
-                    min_key=bson.encode(c.min),
-                    max_key=bson.encode(c.max),
+                    min_key=encode_ordered(c.min),
+                    max_key=encode_ordered(c.max),
                     version_major=c.major,
                     version_minor=c.minor,
                 )

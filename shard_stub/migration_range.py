@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lauradb.bsonkit.codec import decode_document, encode_document
+from lauradb.bsonkit.codec import decode_document, encode_ordered
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.shard_key import ShardKeyPattern
 from shard_stub.ownership import KeyRange
@@ -69,7 +69,7 @@ class MigrationRange:
 
     def encoded_bounds(self) -> tuple[bytes, bytes]:
         """The bound documents as BSON (as they travel on the wire)."""
-        return encode_document(self.min_bound), encode_document(self.max_bound)
+        return encode_ordered(self.min_bound), encode_ordered(self.max_bound)
 
     def describe(self) -> str:
         close = "]" if self.keys.hi_inclusive else ")"

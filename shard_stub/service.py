@@ -29,7 +29,12 @@ from typing import Any
 
 from grpc import aio
 
-from lauradb.bsonkit.codec import decode_document, decode_optional, encode_document
+from lauradb.bsonkit.codec import (
+    decode_document,
+    decode_optional,
+    encode_document,
+    encode_ordered,
+)
 from lauradb.cluster import router_ext_pb2, shard_pb2, shard_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.errors import to_proto
@@ -72,7 +77,7 @@ def index_from_spec(spec: router_ext_pb2.IndexSpec) -> IndexDef:
 def index_to_spec(index: IndexDef) -> router_ext_pb2.IndexSpec:
     return router_ext_pb2.IndexSpec(
         name=index.name,
-        keys=encode_document(index.keys_document()),
+        keys=encode_ordered(index.keys_document()),
         unique=index.unique,
         sparse=index.sparse,
     )
@@ -524,8 +529,8 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         return shard_pb2.ChunkStatsResponse(
             chunks=[
                 shard_pb2.ChunkStat(
-                    chunk_id=c.chunk_id, min_key=encode_document(c.min_bound),
-                    max_key=encode_document(c.max_bound), documents=c.documents, bytes=c.bytes,
+                    chunk_id=c.chunk_id, min_key=encode_ordered(c.min_bound),
+                    max_key=encode_ordered(c.max_bound), documents=c.documents, bytes=c.bytes,
                 )
                 for c in stats
             ]
@@ -541,7 +546,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             split_vector, self.storage, meta.pattern, r, request.max_chunk_bytes
         )
         return shard_pb2.SplitVectorResponse(
-            split_points=[encode_document(p) for p in result.split_points],
+            split_points=[encode_ordered(p) for p in result.split_points],
             jumbo=result.jumbo, documents=result.documents, bytes=result.bytes,
         )
 

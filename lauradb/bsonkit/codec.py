@@ -49,7 +49,22 @@ def decode_optional(data: bytes, what: str = "document") -> dict[str, Any]:
 
 
 def encode_document(doc: Mapping[str, Any]) -> bytes:
+    """A stored/returned document: a top-level ``_id`` goes first (as ``bson.encode``,
+    and MongoDB, do). Use ``encode_ordered`` for key patterns, sorts and bounds."""
     try:
         return bson.encode(doc)
     except (BSONError, TypeError, ValueError, OverflowError) as exc:
         raise LauraError(ErrorCode.BAD_VALUE, f"cannot encode document: {exc}") from None
+
+
+def encode_ordered(doc: Mapping[str, Any]) -> bytes:
+    """BSON bytes with the keys in the order given. For index key patterns, sort
+    specifications and chunk bounds, where ``{"n": -1, "_id": 1}`` must not become
+    ``{"_id": 1, "n": -1}`` (``bson.encode`` moves a top-level ``_id`` first): the
+    document is encoded nested, then cut out of its parent."""
+    try:
+        outer = bson.encode({"k": doc})
+    except (BSONError, TypeError, ValueError, OverflowError) as exc:
+        raise LauraError(ErrorCode.BAD_VALUE, f"cannot encode document: {exc}") from None
+    # int32 length, type byte 0x03, "k\0", the embedded document, the parent's 0x00
+    return outer[7:-1]

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 import bson
 
+from lauradb.bsonkit.codec import encode_ordered
 from lauradb.cli.client import Client
 from lauradb.cli.extjson import UsageError, dumps, parse_document, parse_line
 from lauradb.cli.render import key_pattern, table
@@ -140,7 +141,7 @@ def cmd_chunk_split(client: Client, args: argparse.Namespace) -> int:
     point = parse_document(args.at, "--at")
     shard_map, pattern = _sharded_map(client, db, coll)
     chunk, shard = _chunk_containing(shard_map, pattern, pattern.encode_bound(point))
-    req = r.SplitChunkRequest(chunk_id=chunk.chunk_id, split_point=bson.encode(point))
+    req = r.SplitChunkRequest(chunk_id=chunk.chunk_id, split_point=encode_ordered(point))
     resp = client.call(client.config.SplitChunk, req)
     print(f"split chunk {chunk.chunk_id} on {shard} at {dumps(point, None)}: "
           f"{resp.left_chunk_id} | {resp.right_chunk_id}")
@@ -170,7 +171,7 @@ def cmd_chunk_move(client: Client, args: argparse.Namespace) -> int:
 def cmd_index_create(client: Client, args: argparse.Namespace) -> int:
     db, coll = split_namespace(args.namespace)
     keys = parse_document(args.keys, "index keys")
-    spec = ext.IndexSpec(name=args.name or "", keys=bson.encode(keys), unique=args.unique,
+    spec = ext.IndexSpec(name=args.name or "", keys=encode_ordered(keys), unique=args.unique,
                          sparse=args.sparse)
     req = ext.CreateIndexRequest(database=db, collection=coll, index=spec)
     resp = client.call(client.router.CreateIndex, req)
@@ -209,7 +210,7 @@ def cmd_query(client: Client, args: argparse.Namespace) -> int:
     limit = max(args.limit or 0, 0)
     req = r.QueryRequest(
         database=db, collection=coll, query=bson.encode(filter_doc),
-        sort=bson.encode(sort) if sort is not None else b"",
+        sort=encode_ordered(sort) if sort is not None else b"",
         projection=bson.encode(projection) if projection is not None else b"",
         limit=limit,
     )

@@ -37,6 +37,7 @@ import bson
 import grpc
 from grpc import aio
 
+from lauradb.bsonkit.codec import encode_ordered
 from lauradb.bsonkit.order import compare
 from lauradb.cluster import (
     cluster_pb2_grpc,
@@ -545,7 +546,7 @@ async def query(
         collection=coll,
         query=enc(filter or {}),
         projection=enc(projection),
-        sort=enc(sort),
+        sort=b"" if sort is None else encode_ordered(sort),  # keep a later _id in place
         skip=skip,
         limit=limit,
         batch_size=batch_size,

@@ -386,3 +386,39 @@ async def test_shard_down_fails_admin_calls_and_leaves_nothing_half_built(
         assert dropped.dropped and await count(env.router, env.db, "c") == 0
     finally:
         await cluster.stop()
+
+
+async def test_key_order_with_id_not_first_survives_every_hop(env: Env) -> None:
+    """``bson.encode`` moves a top-level ``_id`` first; index key patterns, sorts and
+    chunk bounds must keep the order the user gave (``{a: 1, _id: 1}`` is not
+    ``{_id: 1, a: 1}``)."""
+    from lauradb.bsonkit.codec import encode_ordered
+
+    coll = unique_name("order")
+    await insert_many(env.router, env.db, coll, [{"_id": i, "a": i % 3} for i in range(30)])
+    request = router_ext_pb2.CreateIndexRequest(
+        database=env.db, collection=coll,
+        index=router_ext_pb2.IndexSpec(keys=encode_ordered({"a": 1, "_id": -1})),
+    )
+    created = await env.router.CreateIndex(request, timeout=RPC)
+    assert created.name == "a_1__id_-1"
+    listed = await list_indexes(env, coll)
+    assert list(dec(listed["a_1__id_-1"].keys)) == ["a", "_id"]
+    recorded = await env.cluster.config_server_stub().GetCollectionIndexes(
+        router_ext_pb2.GetCollectionIndexesRequest(database=env.db, collection=coll), timeout=RPC
+    )
+    assert [list(dec(ix.keys)) for ix in recorded.indexes if ix.name == "a_1__id_-1"] == [["a", "_id"]]
+
+    # a sort whose second key is _id: a ascending, then _id descending
+    sorted_docs = await query_all(
+        env.router, env.db, coll, {}, sort={"a": 1, "_id": -1}
+    )
+    ids = [d["_id"] for d in sorted_docs]
+    assert ids[:3] == [27, 24, 21] and ids[-1] == 2
+
+    # chunk bounds of a compound shard key with _id second
+    ranged = unique_name("bounds")
+    await shard_collection(env.cluster.config_server_stub(), env.db, ranged, ["a", "_id"], "range")
+    shard_map = await get_shard_map(env.cluster.config_server_stub(), env.db, ranged)
+    bounds = [c.min_key for s in shard_map.shards for c in s.chunks]
+    assert bounds and all(list(dec(b)) == ["a", "_id"] for b in bounds)
