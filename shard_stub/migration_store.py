@@ -13,21 +13,37 @@ Three small tables, each change one transaction (survives kill -9):
   (the range deleter resumes them after a restart).
 
 The tables are tiny and rarely written; calls are synchronous and fast.
+
+Replica sets: the state must survive a failover, so it replicates through the shard's
+oplog as whole-state snapshots (the tables are tiny): with ``on_change`` set, every
+change calls it with ``dump()`` (BSON of all three tables, in change order); a follower
+applies such a snapshot with ``restore_dump`` (idempotent: replaces everything). Wiring
+(replica-set members only)::
+
+    store.on_change = lambda raw: storage.log_state(MIGRATION_STATE, raw)
+    storage.state_appliers[MIGRATION_STATE] = store.restore_dump
+    storage.state_sources[MIGRATION_STATE] = store.dump   # initial sync
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import bson
 
 from lauradb.errors import ErrorCode, LauraError
 from shard_stub.migration_range import MigrationRange
 
 FILENAME = "migrations.sqlite3"
+MIGRATION_STATE = "migration_state"  # the oplog entry kind of this state's snapshots
+_TABLES = ("donor", "recipient", "range_deletions")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS donor (
@@ -100,6 +116,26 @@ def _range(row: tuple[Any, ...]) -> MigrationRange:
 
 _RANGE_COLS = "ns, min_bound, max_bound, lo, hi, hi_inclusive"
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _replicated(
+    fn: Callable[Concatenate[MigrationStore, _P], _T],
+) -> Callable[Concatenate[MigrationStore, _P], _T]:
+    """Report the whole state to ``on_change`` after the change (in change order)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: MigrationStore, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if self.on_change is None:
+            return fn(self, *args, **kwargs)
+        with self._log_lock:
+            out = fn(self, *args, **kwargs)
+            self.on_change(self.dump())
+            return out
+
+    return wrapper
+
 
 class MigrationStore:
     """The ``donor``, ``recipient`` and ``range_deletions`` tables."""
@@ -108,6 +144,8 @@ class MigrationStore:
         self.path = Path(data_dir) / filename
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._log_lock = threading.Lock()  # (change + on_change) in order; never under _lock
+        self.on_change: Callable[[bytes], None] | None = None
 
     def open(self) -> None:
         try:
@@ -153,6 +191,7 @@ class MigrationStore:
 
     # ------------------------------------------------------------------ donor
 
+    @_replicated
     def save_donor(self, rec: DonorRecord) -> None:
         self._write((
             f"INSERT OR REPLACE INTO donor (migration_id, {_RANGE_COLS}, chunk_id, epoch, "
@@ -161,15 +200,18 @@ class MigrationStore:
              rec.to_shard, rec.to_address, rec.phase, now_ms()),
         ))
 
+    @_replicated
     def set_donor_phase(self, migration_id: str, phase: str) -> None:
         self._write((
             "UPDATE donor SET phase = ?, updated_ms = ? WHERE migration_id = ?",
             (phase, now_ms(), migration_id),
         ))
 
+    @_replicated
     def drop_donor(self, migration_id: str) -> None:
         self._write(("DELETE FROM donor WHERE migration_id = ?", (migration_id,)))
 
+    @_replicated
     def donor_committed(self, migration_id: str, r: MigrationRange, epoch: str) -> int:
         """The commit is known: forget the donor row and schedule the range deletion
         (one transaction); the deletion's id."""
@@ -198,6 +240,7 @@ class MigrationStore:
 
     # ------------------------------------------------------------------ recipient
 
+    @_replicated
     def save_recipient(self, rec: RecipientRecord) -> None:
         self._write((
             f"INSERT OR REPLACE INTO recipient (migration_id, {_RANGE_COLS}, epoch, from_shard, "
@@ -206,12 +249,14 @@ class MigrationStore:
              rec.from_address, rec.state, now_ms()),
         ))
 
+    @_replicated
     def set_recipient_state(self, migration_id: str, state: str) -> None:
         self._write((
             "UPDATE recipient SET state = ?, updated_ms = ? WHERE migration_id = ?",
             (state, now_ms(), migration_id),
         ))
 
+    @_replicated
     def drop_recipient(self, migration_id: str) -> None:
         self._write(("DELETE FROM recipient WHERE migration_id = ?", (migration_id,)))
 
@@ -224,6 +269,7 @@ class MigrationStore:
 
     # ------------------------------------------------------------------ range deletions
 
+    @_replicated
     def add_range_deletion(self, r: MigrationRange, epoch: str, migration_id: str) -> int:
         with self._lock:
             cur = self._db().execute(
@@ -233,6 +279,7 @@ class MigrationStore:
             )
             return int(cur.lastrowid or 0)
 
+    @_replicated
     def drop_range_deletion(self, deletion_id: int) -> None:
         self._write(("DELETE FROM range_deletions WHERE id = ?", (deletion_id,)))
 
@@ -242,3 +289,31 @@ class MigrationStore:
             "ORDER BY id"
         )
         return [RangeDeletion(r[0], _range(r[1:7]), r[7], r[8], r[9]) for r in rows]
+
+    # ------------------------------------------------------------------ replication
+
+    def dump(self) -> bytes:
+        """The whole state (every row of the three tables) as one BSON document."""
+        with self._lock:
+            conn = self._db()
+            return bson.encode(
+                {t: [list(r) for r in conn.execute(f"SELECT * FROM {t}")] for t in _TABLES}
+            )
+
+    def restore_dump(self, raw: bytes) -> None:
+        """Replace the whole state with a ``dump`` (one transaction; idempotent)."""
+        doc = bson.decode(raw)
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for t in _TABLES:
+                    conn.execute(f"DELETE FROM {t}")
+                    rows = [tuple(r) for r in doc.get(t) or []]
+                    if rows:
+                        marks = ",".join("?" * len(rows[0]))
+                        conn.executemany(f"INSERT INTO {t} VALUES ({marks})", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise

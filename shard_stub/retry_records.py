@@ -230,10 +230,11 @@ def add_many(conn: sqlite3.Connection, records: Iterable[StoredRecord]) -> int:
 
 
 def page(
-    conn: sqlite3.Connection, ns: str, after_seq: int, limit: int
+    conn: sqlite3.Connection, ns: str | None, after_seq: int, limit: int
 ) -> tuple[list[StoredRecord], int, bool]:
-    """The records of ``ns`` among the next ``limit`` records after ``after_seq`` (in
-    sequence order, every namespace scanned); the last sequence number scanned; more?"""
+    """The records of ``ns`` (None: every namespace) among the next ``limit`` records
+    after ``after_seq`` (in sequence order, every namespace scanned); the last sequence
+    number scanned; more?"""
     rows = conn.execute(
         "SELECT seq, retry_id, stmt_id, ns, kind, fingerprint, created_at, id_key, "
         "shard_key, outcome FROM retry_records WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -244,7 +245,7 @@ def page(
             seq, rid, stmt, rns, kind, fp or b"", created, idk or b"", sk, out or b""
         )
         for seq, rid, stmt, rns, kind, fp, created, idk, sk, out in rows
-        if rns == ns
+        if ns is None or rns == ns
     ]
     return records, (rows[-1][0] if rows else after_seq), len(rows) >= limit
 

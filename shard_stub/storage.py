@@ -23,6 +23,10 @@ so a reader never holds the database for long and cursors can resume later.
 
 All methods are synchronous and thread-safe; the service calls them through
 ``asyncio.to_thread``.
+
+Replication (``shard_stub.oplog``): with ``oplog`` set, every write transaction also
+appends the oplog entries describing its changes, in the same SQLite transaction (a
+standalone shard has ``oplog = None`` and writes none).
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bson
 from bson.objectid import ObjectId
@@ -43,6 +48,7 @@ from bson.regex import Regex
 
 from lauradb.bsonkit.codec import MAX_DOCUMENT_BYTES, decode_document, encode_document
 from lauradb.bsonkit.keys import decode_key, encode_value
+from lauradb.cluster import common_pb2, replication_pb2, shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import Matcher, compile_filter
 from lauradb.query.update import build_upsert_document, compile_update
@@ -69,6 +75,9 @@ from shard_stub.scan_plan import (
     choose_plan,
 )
 from shard_stub.write_guard import NamespaceGuard
+
+if TYPE_CHECKING:
+    from shard_stub.oplog import Oplog
 
 log = logging.getLogger("lauradb.shard.storage")
 
@@ -145,6 +154,7 @@ class InsertResult:
     inserted: int = 0  # includes the statements answered from their retry records
     errors: list[WriteError] = field(default_factory=list)
     retried: int = 0  # statements answered from their retry records (not applied again)
+    op_id: int = 0  # oplog: the last entry the write produced (see shard_stub.oplog)
 
 
 @dataclass
@@ -154,6 +164,19 @@ class UpdateResult:
     upserted: bool = False
     upserted_id: Any = None
     retried: bool = False  # answered from the statement's retry record
+    op_id: int = 0  # oplog: the last entry the write produced (see shard_stub.oplog)
+
+
+class OpCount(int):
+    """A count returned by a write (``delete``), with the op id of the last oplog entry
+    the write produced (``op_id``; see ``shard_stub.oplog``)."""
+
+    op_id: int
+
+    def __new__(cls, value: int, op_id: int = 0) -> OpCount:
+        out = super().__new__(cls, value)
+        out.op_id = op_id
+        return out
 
 
 @dataclass
@@ -254,6 +277,9 @@ class _Keep:
 KEEP = _Keep()
 PatternArg = ShardKeyPattern | None | _Keep
 
+RETRY_KIND = "retry"  # an oplog entry carrying retry records only
+NOOP_KIND = "noop"  # a new primary's first entry
+
 
 class ShardStorage:
     """Collections of BSON documents in one SQLite file under ``data_dir``."""
@@ -266,10 +292,26 @@ class ShardStorage:
         self._rlock = threading.RLock()
         self._catalog: dict[str, Collection] = {}  # committed: what readers see
         self._txn_catalog: dict[str, Collection] | None = None  # inside a write transaction
-        self._txn_multikey: set[tuple[str, str]] = set()  # indexes that became multikey
+        # Indexes that became multikey: (ns, name); dropping an index forgets its mark
+        # (one transaction may drop and re-create it, e.g. an oplog apply batch).
+        self._txn_multikey: set[tuple[str, str]] = set()
         self._closed = False
         # Chunk migration hooks by namespace (see write_guard); empty in the steady state.
         self.write_guards: dict[str, NamespaceGuard] = {}
+        # Replication (see shard_stub.oplog): None on a standalone shard (no entries).
+        self.oplog: Oplog | None = None
+        self.oplog_term = 0  # the term stamped on the entries this (primary) node writes
+        self.on_commit: Callable[[int], None] | None = None  # last op id of a commit
+        # False on a secondary: writes that would log entries fail (NOT_WRITABLE_PRIMARY);
+        # shard key recomputations (``set_key_pattern``, derived data) run unlogged.
+        self.is_primary = True
+        self._txn_ops: list[replication_pb2.OplogEntry] | None = None
+        self._local = threading.local()
+        # Node-local state kept outside this file that replicates as whole snapshots in
+        # ``UNKNOWN_OP`` entries of its kind (``log_state``): a follower hands them to
+        # ``state_appliers[kind]``; an initial sync copies ``state_sources[kind]()``.
+        self.state_appliers: dict[str, Callable[[bytes], None]] = {}
+        self.state_sources: dict[str, Callable[[], bytes]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -343,15 +385,22 @@ class ShardStorage:
         return self._r
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, log: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; with an oplog (and ``log``) the entries the writes
+        describe (``_txn_ops``) are appended to it before COMMIT."""
         with self._wlock:
             conn = self._writer()
             conn.execute("BEGIN IMMEDIATE")
             self._txn_catalog = dict(self._catalog)
             self._txn_multikey = set()
+            oplog = self.oplog if log else None
+            self._txn_ops = [] if oplog is not None else None
+            written = 0
             try:
                 yield conn
                 self._flush_multikey(conn)
+                if oplog is not None and self._txn_ops:
+                    written = oplog.write_local(conn, self._txn_ops)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -360,9 +409,90 @@ class ShardStorage:
             else:
                 # Catalog changes become visible to readers only once committed.
                 self._catalog = self._txn_catalog
+                if oplog is not None:
+                    self._local.op_id = written
+                    if written:
+                        oplog.committed_local(written)
+                        self._notify(written)
             finally:
                 self._txn_catalog = None
                 self._txn_multikey = set()
+                self._txn_ops = None
+
+    def _notify(self, op_id: int) -> None:
+        hook = self.on_commit
+        if hook is None:
+            return
+        try:
+            hook(op_id)
+        except Exception:  # a hook must not turn a committed write into an error
+            log.exception("on_commit hook failed for op %d", op_id)
+
+    def last_write_op_id(self) -> int:
+        """The op id of the last oplog entry written by the calling thread's last write
+        transaction (0: none, or no oplog). ``InsertResult.op_id``, ``UpdateResult.op_id``
+        and ``OpCount.op_id`` carry the same value across threads."""
+        return int(getattr(self._local, "op_id", 0))
+
+    def log_state(self, kind: str, document: bytes) -> int:
+        """Log a snapshot of node-local state (e.g. the migration state) as an entry of
+        ``kind``; its op id (0 without an oplog: nothing to replicate)."""
+        if self.oplog is None:
+            return 0
+        with self._transaction():
+            self._log(common_pb2.UNKNOWN_OP, "", document, kind=kind)
+        return self.last_write_op_id()
+
+    def _last_op_id(self) -> int:
+        """The newest op id (0 without an oplog): what an answer read from committed
+        state (a retried statement) must wait for."""
+        return self.oplog.last().op_id if self.oplog is not None else 0
+
+    def _log(
+        self,
+        op_type: common_pb2.OperationType,
+        ns: str,
+        document: bytes = b"",
+        query: bytes = b"",
+        kind: str = "",
+    ) -> None:
+        """Describe one change for the oplog (callers check ``_txn_ops is not None``)."""
+        assert self._txn_ops is not None
+        self._txn_ops.append(
+            replication_pb2.OplogEntry(
+                namespace=ns, op_type=op_type, document=document, query=query, kind=kind
+            )
+        )
+
+    def _add_record(
+        self,
+        conn: sqlite3.Connection,
+        retry_id: str,
+        stmt_id: int,
+        ns: str,
+        kind: str,
+        fingerprint: bytes,
+        id_key: bytes | None,
+        shard_key: bytes | None,
+        outcome: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record an executed retryable statement; with an oplog the record travels in
+        the transaction's last entry (the write's own) or in a ``retry`` entry."""
+        created = time.time()
+        retry_records.add(
+            conn, retry_id, stmt_id, ns, kind, fingerprint, id_key, shard_key, outcome, created
+        )
+        ops = self._txn_ops
+        if ops is None:
+            return
+        record = shard_pb2.RetryRecord(
+            retry_id=retry_id, stmt_id=stmt_id, kind=kind, fingerprint=fingerprint,
+            created_at=created, id_key=id_key or b"", shard_key=shard_key or b"",
+            outcome=bson.encode(outcome) if outcome else b"",
+        )
+        if not ops or ops[-1].namespace != ns:
+            self._log(common_pb2.UNKNOWN_OP, ns, kind=RETRY_KIND)
+        ops[-1].retry_records.append(record)
 
     def _flush_multikey(self, conn: sqlite3.Connection) -> None:
         """Persist the multikey flags set by this transaction's writes."""
@@ -409,7 +539,7 @@ class ShardStorage:
         Returns the number of documents rewritten. Documents whose key cannot be
         computed (an array on the key path) get a NULL key: no chunk owns them.
         """
-        with self._transaction() as conn:
+        with self._transaction(log=self.is_primary) as conn:
             c = self._wcat().get(ns)
             if c is None or c.pattern == pattern:
                 return 0
@@ -451,6 +581,8 @@ class ShardStorage:
             (fields, strategy, c.ns),
         )
         self._wcat()[c.ns] = replace(c, pattern=pattern)
+        if self._txn_ops is not None:
+            self._log(common_pb2.CREATE_COLLECTION, c.ns, _pattern_document(pattern))
         if bad:
             log.warning(
                 "%s: %d documents have no valid shard key for %r and are owned by no chunk",
@@ -487,6 +619,8 @@ class ShardStorage:
         )
         c = Collection(ns, table, pattern)
         catalog[ns] = c
+        if self._txn_ops is not None:
+            self._log(common_pb2.CREATE_COLLECTION, ns, _pattern_document(pattern))
         return c
 
     # ------------------------------------------------------------------ scans
@@ -781,14 +915,18 @@ class ShardStorage:
                     if ordered:
                         break
                     continue
+                if self._txn_ops is not None:
+                    self._log(common_pb2.INSERT, ns, p.raw)
                 if retry is not None and stmt_ids is not None:
-                    retry_records.add(
+                    self._add_record(
                         conn, retry.retry_id, stmt_ids[p.index], ns, retry_records.INSERT,
                         retry.fingerprint, p.id_key, p.shard_key,
                     )
                 if guard is not None:
                     guard.written(p.shard_key, p.id_key, p.id_value)
                 result.inserted += 1
+        if self.oplog is not None:
+            result.op_id = self._local.op_id or (self._last_op_id() if result.retried else 0)
         result.errors.sort(key=lambda e: e.index)
         if ordered and len(result.errors) > 1:
             del result.errors[1:]
@@ -809,17 +947,21 @@ class ShardStorage:
             self._insert_doc(conn, c, p, check_unique)
             for ix, e in entries:
                 self._add_entries(conn, c, ix, p.id_key, e.keys)
-            return
-        conn.execute("SAVEPOINT doc_write")
-        try:
-            self._insert_doc(conn, c, p, check_unique)
-            for ix, e in entries:
-                self._add_entries(conn, c, ix, p.id_key, e.keys)
-        except BaseException:
-            conn.execute("ROLLBACK TO doc_write")
+        else:
+            conn.execute("SAVEPOINT doc_write")
+            try:
+                self._insert_doc(conn, c, p, check_unique)
+                for ix, e in entries:
+                    self._add_entries(conn, c, ix, p.id_key, e.keys)
+            except BaseException:
+                conn.execute("ROLLBACK TO doc_write")
+                conn.execute("RELEASE doc_write")
+                raise
             conn.execute("RELEASE doc_write")
-            raise
-        conn.execute("RELEASE doc_write")
+        # Only a stored document makes an index multikey (not a failed insert).
+        for ix, e in entries:
+            if e.multikey and not ix.multikey:
+                self._txn_multikey.add((c.ns, ix.name))
 
     def _entries(
         self, c: Collection, doc: Mapping[str, Any]
@@ -830,8 +972,6 @@ class ShardStorage:
             e = index_entries(doc, ix)
             if e is None:
                 continue
-            if e.multikey and not ix.multikey:
-                self._txn_multikey.add((c.ns, ix.name))
             out.append((ix, e))
         return out
 
@@ -980,6 +1120,7 @@ class ShardStorage:
                     return UpdateResult(
                         matched=int(out.get("n", 0)), modified=int(out.get("m", 0)),
                         upserted="u" in out, upserted_id=out.get("u"), retried=True,
+                        op_id=self._last_op_id(),
                     )
                 if retry.history_only:
                     raise _history_gone(retry)
@@ -1007,6 +1148,11 @@ class ShardStorage:
                             conn.execute(sql, (raw, row.id_key))
                             if c.indexes:
                                 self._reindex(conn, c, row.id_key, row.doc, bson.decode(raw))
+                            if self._txn_ops is not None:
+                                self._log(
+                                    common_pb2.UPDATE, ns, raw,
+                                    bson.encode({"_id": row.doc["_id"]}),
+                                )
                             if guard is not None:
                                 guard.written(row.shard_key, row.id_key, row.doc["_id"])
                             result.modified += 1
@@ -1023,22 +1169,26 @@ class ShardStorage:
                 self._insert_row(
                     conn, c, p, unique_key and c.pattern is not None and not c.pattern.hashed
                 )
+                if self._txn_ops is not None:
+                    self._log(common_pb2.INSERT, ns, p.raw)
                 if guard is not None:
                     guard.written(p.shard_key, p.id_key, p.id_value)
                 result.upserted = True
                 result.upserted_id = p.id_value
                 if retry is not None:
-                    retry_records.add(
+                    self._add_record(
                         conn, retry.retry_id, retry.stmt_id, ns, retry_records.UPDATE,
                         retry.fingerprint, p.id_key, p.shard_key,
                         {"n": 0, "m": 0, "u": p.id_value},
                     )
             elif retry is not None and touched is not None:
-                retry_records.add(
+                self._add_record(
                     conn, retry.retry_id, retry.stmt_id, ns, retry_records.UPDATE,
                     retry.fingerprint, touched[0], touched[1],
                     {"n": result.matched, "m": result.modified},
                 )
+        if self.oplog is not None:
+            result.op_id = self._local.op_id
         return result
 
     def _checked_update(self, c: Collection, row: Row, new_doc: Mapping[str, Any]) -> bytes:
@@ -1080,12 +1230,28 @@ class ShardStorage:
         multi: bool = False,
         owned: OwnedRanges | None = None,
         retry: RetryStatement | None = None,
-    ) -> int:
-        """Delete matching (owned) documents (at most one unless ``multi``).
+    ) -> OpCount:
+        """Delete matching (owned) documents (at most one unless ``multi``); how many
+        (an int, with ``op_id``: the write's last oplog entry).
 
         ``retry`` (a single delete only; multi deletes are not retryable): a statement
         with a record is answered from it (``retry.retried`` set); a deletion is recorded.
         """
+        n = self._delete(ns, filter_spec, multi, owned, retry)
+        if self.oplog is None:
+            return OpCount(n)
+        if retry is not None and retry.retried:
+            return OpCount(n, self._last_op_id())
+        return OpCount(n, self._local.op_id)
+
+    def _delete(
+        self,
+        ns: str,
+        filter_spec: Mapping[str, Any] | None,
+        multi: bool,
+        owned: OwnedRanges | None,
+        retry: RetryStatement | None,
+    ) -> int:
         spec = filter_spec or {}
         matcher = compile_filter(spec)
         if multi:
@@ -1111,6 +1277,8 @@ class ShardStorage:
                 if guard is not None:
                     guard.check(row.shard_key, owned)
                 conn.execute(sql, (row.id_key,))
+                if self._txn_ops is not None:
+                    self._log(common_pb2.DELETE, ns, query=bson.encode({"_id": row.doc["_id"]}))
                 if guard is not None:
                     guard.deleted(row.shard_key, row.id_key, row.doc["_id"])
                 for ix in c.indexes:
@@ -1119,7 +1287,7 @@ class ShardStorage:
                         self._remove_entries(conn, ix, row.id_key, e.keys)
                 deleted += 1
                 if retry is not None:
-                    retry_records.add(
+                    self._add_record(
                         conn, retry.retry_id, retry.stmt_id, ns, retry_records.DELETE,
                         retry.fingerprint, row.id_key, row.shard_key, {"n": 1},
                     )
@@ -1137,7 +1305,7 @@ class ShardStorage:
     def prune_retry_records(self, cutoff: float, max_records: int, limit: int) -> int:
         """Delete up to ``limit`` of the oldest retry records that are due (one
         transaction): created before ``cutoff``, or over ``max_records``."""
-        with self._transaction() as conn:
+        with self._transaction(log=False) as conn:  # local retention: not replicated
             return retry_records.prune(conn, cutoff, max_records, limit)
 
     def retry_history_page(
@@ -1164,6 +1332,11 @@ class ShardStorage:
         if not records:
             return 0
         with self._transaction() as conn:
+            if self._txn_ops is not None:
+                for r in records:
+                    if not self._txn_ops or self._txn_ops[-1].namespace != r.ns:
+                        self._log(common_pb2.UNKNOWN_OP, r.ns, kind=RETRY_KIND)
+                    self._txn_ops[-1].retry_records.append(retry_records.record_to_proto(r))
             return retry_records.add_many(conn, records)
 
 
@@ -1309,6 +1482,8 @@ class ShardStorage:
                 old = conn.execute(select, (p.id_key,)).fetchone()
                 if old is None:
                     self._insert_row(conn, c, p, False)
+                    if self._txn_ops is not None:
+                        self._log(common_pb2.INSERT, ns, p.raw)
                     continue
                 old_key, old_raw = old
                 if old_key is None or not keys.contains(old_key):
@@ -1316,6 +1491,8 @@ class ShardStorage:
                 if old_raw == p.raw:
                     continue
                 conn.execute(update, (p.shard_key, p.raw, p.id_key))
+                if self._txn_ops is not None:
+                    self._log(common_pb2.INSERT, ns, p.raw)
                 if c.indexes:
                     new_doc = p.decoded if p.decoded is not None else bson.decode(p.raw)
                     self._reindex(conn, c, p.id_key, bson.decode(old_raw), new_doc)
@@ -1360,12 +1537,15 @@ class ShardStorage:
         self, conn: sqlite3.Connection, c: Collection, id_key: bytes, raw: bytes
     ) -> None:
         conn.execute(f"DELETE FROM {c.table} WHERE id_key = ?", (id_key,))
-        if c.indexes:
-            doc = bson.decode(raw)
-            for ix in c.indexes:
-                e = index_entries(doc, ix)
-                if e is not None:
-                    self._remove_entries(conn, ix, id_key, e.keys)
+        if not c.indexes and self._txn_ops is None:
+            return
+        doc = bson.decode(raw)
+        for ix in c.indexes:
+            e = index_entries(doc, ix)
+            if e is not None:
+                self._remove_entries(conn, ix, id_key, e.keys)
+        if self._txn_ops is not None:
+            self._log(common_pb2.DELETE, c.ns, query=bson.encode({"_id": doc["_id"]}))
 
 
     # ------------------------------------------------------------------ indexes
@@ -1409,27 +1589,45 @@ class ShardStorage:
                         ErrorCode.INDEX_ALREADY_EXISTS,
                         f"Index already exists with a different name: {existing.name}",
                     )
-            table = self._new_table_name(conn, "ix")
-            conn.execute(
-                f"CREATE TABLE {table} (index_key BLOB NOT NULL, id_key BLOB NOT NULL, "
-                f"aux INTEGER NOT NULL, PRIMARY KEY (index_key, id_key)) WITHOUT ROWID"
-            )
-            if index.unique:
-                conn.execute(
-                    f"CREATE UNIQUE INDEX {table}_unique ON {table} (index_key) WHERE aux = 0"
-                )
-            ix = replace(index, table=table, multikey=False)
-            multikey = self._build_index(conn, c, ix)
-            ix = replace(ix, multikey=multikey)
-            conn.execute(
-                "INSERT INTO indexes (ns, name, tbl, fields, is_unique, is_sparse, multikey) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (ns, ix.name, table, ix.fields_json(), int(ix.unique), int(ix.sparse),
-                 int(multikey)),
-            )
-            self._wcat()[ns] = replace(c, indexes=(*c.indexes, ix))
+            ix = self._add_index(conn, c, index)
+            if self._txn_ops is not None:
+                self._log(common_pb2.CREATE_INDEX, ns, bson.encode(index_document(ix)))
         log.info("%s: index %s %r built", ns, ix.name, ix.keys_document())
         return True
+
+    def _add_index(
+        self, conn: sqlite3.Connection, c: Collection, index: IndexDef, *, build: bool = True
+    ) -> IndexDef:
+        """Create an index's table, build it (``build``) and add it to the catalog."""
+        table = self._new_table_name(conn, "ix")
+        conn.execute(
+            f"CREATE TABLE {table} (index_key BLOB NOT NULL, id_key BLOB NOT NULL, "
+            f"aux INTEGER NOT NULL, PRIMARY KEY (index_key, id_key)) WITHOUT ROWID"
+        )
+        if index.unique:
+            conn.execute(
+                f"CREATE UNIQUE INDEX {table}_unique ON {table} (index_key) WHERE aux = 0"
+            )
+        ix = replace(index, table=table, multikey=False if build else index.multikey)
+        if build:
+            ix = replace(ix, multikey=self._build_index(conn, c, ix))
+        conn.execute(
+            "INSERT INTO indexes (ns, name, tbl, fields, is_unique, is_sparse, multikey) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (c.ns, ix.name, table, ix.fields_json(), int(ix.unique), int(ix.sparse),
+             int(ix.multikey)),
+        )
+        self._wcat()[c.ns] = replace(c, indexes=(*c.indexes, ix))
+        return ix
+
+    def _remove_index(self, conn: sqlite3.Connection, c: Collection, ix: IndexDef) -> None:
+        self._txn_multikey.discard((c.ns, ix.name))
+        conn.execute(f"DROP TABLE IF EXISTS {ix.table}")
+        conn.execute("DELETE FROM indexes WHERE ns = ? AND name = ?", (c.ns, ix.name))
+        c = self._wcat()[c.ns]
+        self._wcat()[c.ns] = replace(
+            c, indexes=tuple(i for i in c.indexes if i.name != ix.name)
+        )
 
     def _build_index(self, conn: sqlite3.Connection, c: Collection, ix: IndexDef) -> bool:
         """Index every stored document (orphans too); whether the index is multikey."""
@@ -1498,12 +1696,9 @@ class ShardStorage:
                     )
                 targets = [found]
             for ix in targets:
-                conn.execute(f"DROP TABLE IF EXISTS {ix.table}")
-                conn.execute("DELETE FROM indexes WHERE ns = ? AND name = ?", (ns, ix.name))
-            dropped = {ix.name for ix in targets}
-            self._wcat()[ns] = replace(
-                c, indexes=tuple(ix for ix in c.indexes if ix.name not in dropped)
-            )
+                self._remove_index(conn, c, ix)
+                if self._txn_ops is not None:
+                    self._log(common_pb2.DROP_INDEX, ns, bson.encode({"name": ix.name}))
         if targets:
             log.info("%s: dropped indexes %s", ns, ", ".join(ix.name for ix in targets))
         return [ix.name for ix in targets]
@@ -1538,17 +1733,127 @@ class ShardStorage:
         if c is None:
             return False
         for ix in c.indexes:
+            self._txn_multikey.discard((ns, ix.name))
             conn.execute(f"DROP TABLE IF EXISTS {ix.table}")
         conn.execute(f"DROP TABLE IF EXISTS {c.table}")
         conn.execute("DELETE FROM indexes WHERE ns = ?", (ns,))
         conn.execute("DELETE FROM catalog WHERE ns = ?", (ns,))
+        if self._txn_ops is not None:
+            self._log(common_pb2.DROP_COLLECTION, ns)
         log.info("%s: collection dropped", ns)
         return True
+
+    # ------------------------------------------------------------------ replication
+
+    def _apply_entry(self, conn: sqlite3.Connection, e: replication_pb2.OplogEntry) -> None:
+        """Apply one oplog entry inside a (follower's, unlogged) write transaction.
+
+        Idempotent: an insert/update of a stored ``_id`` replaces it, deleting a
+        missing document does nothing, DDL converges on the entry's state.
+        """
+        op, ns = e.op_type, e.namespace
+        if op == common_pb2.INSERT or op == common_pb2.UPDATE:
+            self._apply_put(conn, ns, e.document)
+        elif op == common_pb2.DELETE:
+            self._apply_delete(conn, ns, e.query)
+        elif op == common_pb2.CREATE_COLLECTION:
+            self._ensure_collection(conn, ns, pattern_from_document(e.document))
+        elif op == common_pb2.DROP_COLLECTION:
+            self._drop(conn, ns)
+        elif op == common_pb2.CREATE_INDEX:
+            self._apply_create_index(conn, ns, index_from_document(bson.decode(e.document)))
+        elif op == common_pb2.DROP_INDEX:
+            c = self._wcat().get(ns)
+            found = c.index(str(bson.decode(e.document)["name"])) if c is not None else None
+            if c is not None and found is not None:
+                self._remove_index(conn, c, found)
+        elif op == common_pb2.UNKNOWN_OP and e.kind in self.state_appliers:
+            self.state_appliers[e.kind](e.document)
+        elif op != common_pb2.UNKNOWN_OP or not e.kind:
+            raise LauraError(
+                ErrorCode.BAD_VALUE,
+                f"oplog entry {e.op_id}: unknown operation {op} (kind {e.kind!r})",
+            )
+        if e.retry_records:
+            retry_records.add_many(
+                conn, [retry_records.record_from_proto(r, ns) for r in e.retry_records]
+            )
+
+    def _apply_put(self, conn: sqlite3.Connection, ns: str, raw: bytes) -> None:
+        """Store the document (insert or replace by ``_id``) with its index entries."""
+        c = self._ensure_collection(conn, ns, KEEP)
+        doc = decode_document(raw, "oplog document")
+        id_value = doc["_id"]
+        id_key = encode_value(id_value)
+        shard_key: bytes | None = None
+        if c.pattern is not None:
+            try:
+                shard_key = c.pattern.key_for_doc(doc)
+            except LauraError:  # like a re-key: owned by no chunk
+                shard_key = None
+        old = conn.execute(f"SELECT doc FROM {c.table} WHERE id_key = ?", (id_key,)).fetchone()
+        if old is None:
+            self._insert_row(conn, c, _Prepared(0, id_value, id_key, shard_key, raw, doc), False)
+            return
+        if old[0] == raw:
+            return
+        conn.execute(
+            f"UPDATE {c.table} SET shard_key = ?, doc = ? WHERE id_key = ?",
+            (shard_key, raw, id_key),
+        )
+        if c.indexes:
+            self._reindex(conn, c, id_key, bson.decode(old[0]), doc)
+
+    def _apply_delete(self, conn: sqlite3.Connection, ns: str, query: bytes) -> None:
+        c = self._wcat().get(ns)
+        if c is None:
+            return
+        id_key = encode_value(bson.decode(query)["_id"])
+        row = conn.execute(f"SELECT doc FROM {c.table} WHERE id_key = ?", (id_key,)).fetchone()
+        if row is not None:
+            self._delete_stored(conn, c, id_key, row[0])
+
+    def _apply_create_index(self, conn: sqlite3.Connection, ns: str, index: IndexDef) -> None:
+        c = self._ensure_collection(conn, ns, KEEP)
+        for existing in c.indexes:
+            if existing.name == index.name and existing.same_spec(index):
+                return
+            if existing.name == index.name or existing.fields == index.fields:
+                self._remove_index(conn, c, existing)  # the log's state wins
+                c = self._wcat()[ns]
+        self._add_index(conn, c, replace(index, multikey=False))
+
 
 def _pattern_columns(pattern: ShardKeyPattern | None) -> tuple[str | None, str | None]:
     if pattern is None:
         return None, None
     return json.dumps(list(pattern.fields)), pattern.strategy
+
+
+def _pattern_document(pattern: ShardKeyPattern | None) -> bytes:
+    """A CREATE_COLLECTION entry's document: the collection's key pattern."""
+    fields, strategy = _pattern_columns(pattern)
+    return bson.encode({"key_fields": fields, "key_strategy": strategy})
+
+
+def pattern_from_document(raw: bytes) -> ShardKeyPattern | None:
+    doc = bson.decode(raw) if raw else {}
+    return _pattern_from_row(doc.get("key_fields"), doc.get("key_strategy"))
+
+
+def index_document(ix: IndexDef) -> dict[str, Any]:
+    """A CREATE_INDEX entry's (and an initial sync chunk's) description of an index."""
+    return {
+        "name": ix.name, "fields": ix.fields_json(), "unique": ix.unique,
+        "sparse": ix.sparse, "multikey": ix.multikey,
+    }
+
+
+def index_from_document(doc: Mapping[str, Any]) -> IndexDef:
+    return IndexDef(
+        str(doc["name"]), fields_from_json(str(doc["fields"])), bool(doc.get("unique")),
+        bool(doc.get("sparse")), multikey=bool(doc.get("multikey")),
+    )
 
 
 def _pattern_from_row(fields: str | None, strategy: str | None) -> ShardKeyPattern | None:

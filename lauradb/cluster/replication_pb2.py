@@ -24,37 +24,38 @@ _sym_db = _symbol_database.Default()
 
 from lauradb.cluster import common_pb2 as lauradb_dot_cluster_dot_common__pb2
 from lauradb.cluster import error_pb2 as lauradb_dot_cluster_dot_error__pb2
+from lauradb.cluster import shard_pb2 as lauradb_dot_cluster_dot_shard__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lauradb/cluster/replication.proto\x12\x0flauradb.cluster\x1a\x1clauradb/cluster/common.proto\x1a\x1blauradb/cluster/error.proto\"\xc1\x01\n\nOplogEntry\x12\r\n\x05op_id\x18\x01 \x01(\x03\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12/\n\x07op_type\x18\x04 \x01(\x0e\x32\x1e.lauradb.cluster.OperationType\x12\x10\n\x08\x64ocument\x18\x05 \x01(\x0c\x12\r\n\x05query\x18\x06 \x01(\x0c\x12\x0e\n\x06update\x18\x07 \x01(\x0c\x12\x0e\n\x06txn_id\x18\x08 \x01(\x03\x12\x0c\n\x04term\x18\x64 \x01(\x03\"}\n\x18ReplicationStreamRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x16\n\x0estart_oplog_id\x18\x02 \x01(\x03\x12\x14\n\x0cinitial_sync\x18\x03 \x01(\x08\x12\x11\n\tlast_term\x18\x64 \x01(\x03\x12\x0c\n\x04term\x18\x65 \x01(\x03\"\x86\x02\n\x19ReplicationStreamResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.lauradb.cluster.OplogEntry\x12\x17\n\x0flatest_oplog_id\x18\x02 \x01(\x03\x12\x16\n\x0emore_available\x18\x03 \x01(\x08\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\x12\x0c\n\x04term\x18\x65 \x01(\x03\x12\x17\n\x0f\x63ommit_oplog_id\x18\x66 \x01(\x03\x12\x12\n\nprimary_id\x18g \x01(\t\x12\x10\n\x08\x64iverged\x18h \x01(\x08\x12\x16\n\x0esource_term_at\x18i \x01(\x03\"=\n\x12InitialSyncRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ollections\x18\x02 \x03(\t\"\xab\x01\n\x13InitialSyncResponse\x12\x12\n\ndata_chunk\x18\x01 \x01(\x0c\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12\x1b\n\x13sync_point_oplog_id\x18\x03 \x01(\x03\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\x12\x11\n\tdocuments\x18\x65 \x01(\x03\x12\x17\n\x0ftotal_documents\x18\x66 \x01(\x03\"s\n\x0bVoteRequest\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x03\x12\x15\n\rlast_oplog_id\x18\x03 \x01(\x03\x12\x10\n\x08priority\x18\x04 \x01(\x03\x12\x17\n\x0flast_oplog_term\x18\x64 \x01(\x03\"{\n\x0cVoteResponse\x12\x14\n\x0cvote_granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x03\x12\x10\n\x08voter_id\x18\x03 \x01(\t\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\x12\x0e\n\x06reason\x18\x65 \x01(\t\"X\n\x13WriteAcknowledgment\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08oplog_id\x18\x02 \x01(\x03\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"^\n\x1aWriteAcknowledgmentRequest\x12\x32\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32$.lauradb.cluster.WriteAcknowledgment\x12\x0c\n\x04term\x18\x64 \x01(\x03\"\x7f\n\x1bWriteAcknowledgmentResponse\x12\x18\n\x10\x61ll_acknowledged\x18\x01 \x01(\x08\x12\x11\n\tack_count\x18\x02 \x01(\x05\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\x12\x0c\n\x04term\x18\x65 \x01(\x03\"s\n\x13\x41ppendOplogResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x10\n\x08oplog_id\x18\x02 \x01(\x03\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12*\n\nerror_info\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error2\xe5\x03\n\x12ReplicationService\x12\x66\n\x0bStreamOplog\x12).lauradb.cluster.ReplicationStreamRequest\x1a*.lauradb.cluster.ReplicationStreamResponse0\x01\x12Z\n\x0bInitialSync\x12#.lauradb.cluster.InitialSyncRequest\x1a$.lauradb.cluster.InitialSyncResponse0\x01\x12J\n\x0bRequestVote\x12\x1c.lauradb.cluster.VoteRequest\x1a\x1d.lauradb.cluster.VoteResponse\x12m\n\x10\x41\x63knowledgeWrite\x12+.lauradb.cluster.WriteAcknowledgmentRequest\x1a,.lauradb.cluster.WriteAcknowledgmentResponse\x12P\n\x0b\x41ppendOplog\x12\x1b.lauradb.cluster.OplogEntry\x1a$.lauradb.cluster.AppendOplogResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lauradb/cluster/replication.proto\x12\x0flauradb.cluster\x1a\x1clauradb/cluster/common.proto\x1a\x1blauradb/cluster/error.proto\x1a\x1blauradb/cluster/shard.proto\"\x84\x02\n\nOplogEntry\x12\r\n\x05op_id\x18\x01 \x01(\x03\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12/\n\x07op_type\x18\x04 \x01(\x0e\x32\x1e.lauradb.cluster.OperationType\x12\x10\n\x08\x64ocument\x18\x05 \x01(\x0c\x12\r\n\x05query\x18\x06 \x01(\x0c\x12\x0e\n\x06update\x18\x07 \x01(\x0c\x12\x0e\n\x06txn_id\x18\x08 \x01(\x03\x12\x0c\n\x04term\x18\x64 \x01(\x03\x12\x0c\n\x04kind\x18\x65 \x01(\t\x12\x33\n\rretry_records\x18\x66 \x03(\x0b\x32\x1c.lauradb.cluster.RetryRecord\"}\n\x18ReplicationStreamRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x16\n\x0estart_oplog_id\x18\x02 \x01(\x03\x12\x14\n\x0cinitial_sync\x18\x03 \x01(\x08\x12\x11\n\tlast_term\x18\x64 \x01(\x03\x12\x0c\n\x04term\x18\x65 \x01(\x03\"\x86\x02\n\x19ReplicationStreamResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.lauradb.cluster.OplogEntry\x12\x17\n\x0flatest_oplog_id\x18\x02 \x01(\x03\x12\x16\n\x0emore_available\x18\x03 \x01(\x08\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\x12\x0c\n\x04term\x18\x65 \x01(\x03\x12\x17\n\x0f\x63ommit_oplog_id\x18\x66 \x01(\x03\x12\x12\n\nprimary_id\x18g \x01(\t\x12\x10\n\x08\x64iverged\x18h \x01(\x08\x12\x16\n\x0esource_term_at\x18i \x01(\x03\"=\n\x12InitialSyncRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ollections\x18\x02 \x03(\t\"\xab\x01\n\x13InitialSyncResponse\x12\x12\n\ndata_chunk\x18\x01 \x01(\x0c\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\x12\x1b\n\x13sync_point_oplog_id\x18\x03 \x01(\x03\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\x12\x11\n\tdocuments\x18\x65 \x01(\x03\x12\x17\n\x0ftotal_documents\x18\x66 \x01(\x03\"\x85\x01\n\x0bVoteRequest\x12\x14\n\x0c\x63\x61ndidate_id\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x03\x12\x15\n\rlast_oplog_id\x18\x03 \x01(\x03\x12\x10\n\x08priority\x18\x04 \x01(\x03\x12\x17\n\x0flast_oplog_term\x18\x64 \x01(\x03\x12\x10\n\x08pre_vote\x18\x65 \x01(\x08\"{\n\x0cVoteResponse\x12\x14\n\x0cvote_granted\x18\x01 \x01(\x08\x12\x0c\n\x04term\x18\x02 \x01(\x03\x12\x10\n\x08voter_id\x18\x03 \x01(\t\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\x12\x0e\n\x06reason\x18\x65 \x01(\t\"X\n\x13WriteAcknowledgment\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08oplog_id\x18\x02 \x01(\x03\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"^\n\x1aWriteAcknowledgmentRequest\x12\x32\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32$.lauradb.cluster.WriteAcknowledgment\x12\x0c\n\x04term\x18\x64 \x01(\x03\"\x7f\n\x1bWriteAcknowledgmentResponse\x12\x18\n\x10\x61ll_acknowledged\x18\x01 \x01(\x08\x12\x11\n\tack_count\x18\x02 \x01(\x05\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\x12\x0c\n\x04term\x18\x65 \x01(\x03\"s\n\x13\x41ppendOplogResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x10\n\x08oplog_id\x18\x02 \x01(\x03\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12*\n\nerror_info\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error2\xe5\x03\n\x12ReplicationService\x12\x66\n\x0bStreamOplog\x12).lauradb.cluster.ReplicationStreamRequest\x1a*.lauradb.cluster.ReplicationStreamResponse0\x01\x12Z\n\x0bInitialSync\x12#.lauradb.cluster.InitialSyncRequest\x1a$.lauradb.cluster.InitialSyncResponse0\x01\x12J\n\x0bRequestVote\x12\x1c.lauradb.cluster.VoteRequest\x1a\x1d.lauradb.cluster.VoteResponse\x12m\n\x10\x41\x63knowledgeWrite\x12+.lauradb.cluster.WriteAcknowledgmentRequest\x1a,.lauradb.cluster.WriteAcknowledgmentResponse\x12P\n\x0b\x41ppendOplog\x12\x1b.lauradb.cluster.OplogEntry\x1a$.lauradb.cluster.AppendOplogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lauradb.cluster.replication_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPLOGENTRY']._serialized_start=114
-  _globals['_OPLOGENTRY']._serialized_end=307
-  _globals['_REPLICATIONSTREAMREQUEST']._serialized_start=309
-  _globals['_REPLICATIONSTREAMREQUEST']._serialized_end=434
-  _globals['_REPLICATIONSTREAMRESPONSE']._serialized_start=437
-  _globals['_REPLICATIONSTREAMRESPONSE']._serialized_end=699
-  _globals['_INITIALSYNCREQUEST']._serialized_start=701
-  _globals['_INITIALSYNCREQUEST']._serialized_end=762
-  _globals['_INITIALSYNCRESPONSE']._serialized_start=765
-  _globals['_INITIALSYNCRESPONSE']._serialized_end=936
-  _globals['_VOTEREQUEST']._serialized_start=938
-  _globals['_VOTEREQUEST']._serialized_end=1053
-  _globals['_VOTERESPONSE']._serialized_start=1055
-  _globals['_VOTERESPONSE']._serialized_end=1178
-  _globals['_WRITEACKNOWLEDGMENT']._serialized_start=1180
-  _globals['_WRITEACKNOWLEDGMENT']._serialized_end=1268
-  _globals['_WRITEACKNOWLEDGMENTREQUEST']._serialized_start=1270
-  _globals['_WRITEACKNOWLEDGMENTREQUEST']._serialized_end=1364
-  _globals['_WRITEACKNOWLEDGMENTRESPONSE']._serialized_start=1366
-  _globals['_WRITEACKNOWLEDGMENTRESPONSE']._serialized_end=1493
-  _globals['_APPENDOPLOGRESPONSE']._serialized_start=1495
-  _globals['_APPENDOPLOGRESPONSE']._serialized_end=1610
-  _globals['_REPLICATIONSERVICE']._serialized_start=1613
-  _globals['_REPLICATIONSERVICE']._serialized_end=2098
+  _globals['_OPLOGENTRY']._serialized_start=143
+  _globals['_OPLOGENTRY']._serialized_end=403
+  _globals['_REPLICATIONSTREAMREQUEST']._serialized_start=405
+  _globals['_REPLICATIONSTREAMREQUEST']._serialized_end=530
+  _globals['_REPLICATIONSTREAMRESPONSE']._serialized_start=533
+  _globals['_REPLICATIONSTREAMRESPONSE']._serialized_end=795
+  _globals['_INITIALSYNCREQUEST']._serialized_start=797
+  _globals['_INITIALSYNCREQUEST']._serialized_end=858
+  _globals['_INITIALSYNCRESPONSE']._serialized_start=861
+  _globals['_INITIALSYNCRESPONSE']._serialized_end=1032
+  _globals['_VOTEREQUEST']._serialized_start=1035
+  _globals['_VOTEREQUEST']._serialized_end=1168
+  _globals['_VOTERESPONSE']._serialized_start=1170
+  _globals['_VOTERESPONSE']._serialized_end=1293
+  _globals['_WRITEACKNOWLEDGMENT']._serialized_start=1295
+  _globals['_WRITEACKNOWLEDGMENT']._serialized_end=1383
+  _globals['_WRITEACKNOWLEDGMENTREQUEST']._serialized_start=1385
+  _globals['_WRITEACKNOWLEDGMENTREQUEST']._serialized_end=1479
+  _globals['_WRITEACKNOWLEDGMENTRESPONSE']._serialized_start=1481
+  _globals['_WRITEACKNOWLEDGMENTRESPONSE']._serialized_end=1608
+  _globals['_APPENDOPLOGRESPONSE']._serialized_start=1610
+  _globals['_APPENDOPLOGRESPONSE']._serialized_end=1725
+  _globals['_REPLICATIONSERVICE']._serialized_start=1728
+  _globals['_REPLICATIONSERVICE']._serialized_end=2213
 # @@protoc_insertion_point(module_scope)

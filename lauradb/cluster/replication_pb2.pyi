@@ -1,5 +1,6 @@
 from lauradb.cluster import common_pb2 as _common_pb2
 from lauradb.cluster import error_pb2 as _error_pb2
+from lauradb.cluster import shard_pb2 as _shard_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -9,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OplogEntry(_message.Message):
-    __slots__ = ("op_id", "timestamp", "namespace", "op_type", "document", "query", "update", "txn_id", "term")
+    __slots__ = ("op_id", "timestamp", "namespace", "op_type", "document", "query", "update", "txn_id", "term", "kind", "retry_records")
     OP_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +20,8 @@ class OplogEntry(_message.Message):
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RETRY_RECORDS_FIELD_NUMBER: _ClassVar[int]
     op_id: int
     timestamp: int
     namespace: str
@@ -28,7 +31,9 @@ class OplogEntry(_message.Message):
     update: bytes
     txn_id: int
     term: int
-    def __init__(self, op_id: _Optional[int] = ..., timestamp: _Optional[int] = ..., namespace: _Optional[str] = ..., op_type: _Optional[_Union[_common_pb2.OperationType, str]] = ..., document: _Optional[bytes] = ..., query: _Optional[bytes] = ..., update: _Optional[bytes] = ..., txn_id: _Optional[int] = ..., term: _Optional[int] = ...) -> None: ...
+    kind: str
+    retry_records: _containers.RepeatedCompositeFieldContainer[_shard_pb2.RetryRecord]
+    def __init__(self, op_id: _Optional[int] = ..., timestamp: _Optional[int] = ..., namespace: _Optional[str] = ..., op_type: _Optional[_Union[_common_pb2.OperationType, str]] = ..., document: _Optional[bytes] = ..., query: _Optional[bytes] = ..., update: _Optional[bytes] = ..., txn_id: _Optional[int] = ..., term: _Optional[int] = ..., kind: _Optional[str] = ..., retry_records: _Optional[_Iterable[_Union[_shard_pb2.RetryRecord, _Mapping]]] = ...) -> None: ...
 
 class ReplicationStreamRequest(_message.Message):
     __slots__ = ("replica_id", "start_oplog_id", "initial_sync", "last_term", "term")
@@ -91,18 +96,20 @@ class InitialSyncResponse(_message.Message):
     def __init__(self, data_chunk: _Optional[bytes] = ..., complete: _Optional[bool] = ..., sync_point_oplog_id: _Optional[int] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ..., documents: _Optional[int] = ..., total_documents: _Optional[int] = ...) -> None: ...
 
 class VoteRequest(_message.Message):
-    __slots__ = ("candidate_id", "term", "last_oplog_id", "priority", "last_oplog_term")
+    __slots__ = ("candidate_id", "term", "last_oplog_id", "priority", "last_oplog_term", "pre_vote")
     CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     LAST_OPLOG_ID_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     LAST_OPLOG_TERM_FIELD_NUMBER: _ClassVar[int]
+    PRE_VOTE_FIELD_NUMBER: _ClassVar[int]
     candidate_id: str
     term: int
     last_oplog_id: int
     priority: int
     last_oplog_term: int
-    def __init__(self, candidate_id: _Optional[str] = ..., term: _Optional[int] = ..., last_oplog_id: _Optional[int] = ..., priority: _Optional[int] = ..., last_oplog_term: _Optional[int] = ...) -> None: ...
+    pre_vote: bool
+    def __init__(self, candidate_id: _Optional[str] = ..., term: _Optional[int] = ..., last_oplog_id: _Optional[int] = ..., priority: _Optional[int] = ..., last_oplog_term: _Optional[int] = ..., pre_vote: _Optional[bool] = ...) -> None: ...
 
 class VoteResponse(_message.Message):
     __slots__ = ("vote_granted", "term", "voter_id", "error", "reason")
