@@ -7,8 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from lauradb.rpc.process import add_common_args, parse_with_sources, run_process
-from shard_stub.app import ShardApp
+from shard_stub.app import ReplicaSettings, ShardApp
 from shard_stub.migration_settings import MigrationSettings
+from shard_stub.replica.node import DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_OPLOG_MAX_ENTRIES
 from shard_stub.retry_records import DEFAULT_MAX_RECORDS, DEFAULT_TTL_S
 
 
@@ -61,6 +62,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="at most this many retryable-write outcomes are kept, the oldest dropped first "
         f"(default {DEFAULT_MAX_RECORDS})",
     )
+    rs = parser.add_argument_group("replica set (without --replset: a standalone shard)")
+    rs.add_argument(
+        "--replset", default=None, metavar="ID",
+        help="this shard node is a member of replica set ID (Raft elections, oplog "
+        "replication; see README 'Replica sets')",
+    )
+    rs.add_argument(
+        "--peers", default="", metavar="HOST:PORT,...",
+        help="the OTHER members of the replica set (static membership)",
+    )
+    rs.add_argument(
+        "--priority", type=int, default=None, metavar="N",
+        help="election priority (default 1; 0: never primary; higher wins ties)",
+    )
+    rs.add_argument(
+        "--arbiter", action="store_true",
+        help="vote in elections only: hold no data, never primary (needs --priority 0)",
+    )
+    rs.add_argument(
+        "--node-id", default=None, metavar="ID",
+        help="this member's id (default shard-<shard id>-<port>)",
+    )
+    rs.add_argument(
+        "--election-timeout-ms", type=int, default=DEFAULT_ELECTION_TIMEOUT_MS, metavar="MS",
+        help="base election timeout: a secondary that has not heard from the primary for a "
+        f"random time in [MS, 2*MS) stands for election (default {DEFAULT_ELECTION_TIMEOUT_MS})",
+    )
+    rs.add_argument(
+        "--oplog-max-entries", type=int, default=DEFAULT_OPLOG_MAX_ENTRIES, metavar="N",
+        help="the oplog keeps at most N entries (a member that falls further behind "
+        f"resyncs; default {DEFAULT_OPLOG_MAX_ENTRIES})",
+    )
     args = parse_with_sources(parser, argv)
     if not args.shard_id.strip():
         parser.error("--shard-id must not be empty")
@@ -74,7 +107,52 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--migration-peer-timeout and --migration-write-wait must be positive")
     if args.retry_history_ttl <= 0 or args.retry_history_max_records <= 0:
         parser.error("--retry-history-ttl and --retry-history-max-records must be positive")
+    _check_replset(parser, args)
     return args
+
+
+def _check_replset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    if args.replset is None:
+        for flag, given in (
+            ("--peers", bool(peers)), ("--arbiter", args.arbiter),
+            ("--node-id", args.node_id is not None),
+            ("--priority", args.priority is not None),
+        ):
+            if given:
+                parser.error(f"{flag} needs --replset")
+        args.peer_list = []
+        return
+    if not args.replset.strip():
+        parser.error("--replset must not be empty")
+    for peer in peers:
+        try:
+            _address(peer)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"--peers: {exc}")
+    if len(set(peers)) != len(peers):
+        parser.error(f"--peers lists a member twice: {','.join(peers)}")
+    if args.port == 0:
+        parser.error("--replset needs a fixed --port (the peers list this member's address)")
+    own = {f"{h}:{args.port}" for h in (args.host, args.advertise_host) if h}
+    if own & set(peers) or (
+        args.host in ("0.0.0.0", "::", "127.0.0.1", "localhost")
+        and any(p in (f"127.0.0.1:{args.port}", f"localhost:{args.port}") for p in peers)
+    ):
+        parser.error("--peers must list the OTHER members, not this one")
+    if args.priority is None:
+        args.priority = 0 if args.arbiter else 1
+    if args.priority < 0:
+        parser.error("--priority must be >= 0")
+    if args.arbiter and args.priority > 0:
+        parser.error("an --arbiter never becomes primary: its --priority must be 0")
+    if args.election_timeout_ms < 50:
+        parser.error("--election-timeout-ms must be >= 50")
+    if args.oplog_max_entries <= 0:
+        parser.error("--oplog-max-entries must be positive")
+    if args.node_id is not None and not args.node_id.strip():
+        parser.error("--node-id must not be empty")
+    args.peer_list = peers
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -94,6 +172,19 @@ async def _serve(args: argparse.Namespace) -> None:
         ),
         retry_history_ttl_s=args.retry_history_ttl,
         retry_history_max_records=args.retry_history_max_records,
+        replica=(
+            ReplicaSettings(
+                replset=args.replset,
+                peers=tuple(args.peer_list),
+                priority=args.priority,
+                arbiter=args.arbiter,
+                node_id=args.node_id or "",
+                election_timeout_ms=args.election_timeout_ms,
+                oplog_max_entries=args.oplog_max_entries,
+            )
+            if args.replset is not None
+            else None
+        ),
     )
     await app.run()
 

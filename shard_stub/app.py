@@ -8,21 +8,37 @@ import fcntl
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc, shard_pb2_grpc
+from lauradb.cluster import (
+    replication_pb2_grpc,
+    router_ext_pb2,
+    routing_pb2,
+    routing_pb2_grpc,
+    shard_pb2_grpc,
+)
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.channels import ChannelPool
 from lauradb.rpc.errors import from_rpc_error
 from lauradb.rpc.server import RpcServer
 from shard_stub import metrics
 from shard_stub.cursors import CursorManager
-from shard_stub.membership import Membership
+from shard_stub.membership import Membership, node_id_for
 from shard_stub.metadata import FetchShardMap, ShardMetadata
 from shard_stub.migration_settings import MigrationSettings
 from shard_stub.migrations import Migrations
+from shard_stub.oplog import Oplog
+from shard_stub.replica.node import (
+    DEFAULT_ELECTION_TIMEOUT_MS,
+    DEFAULT_OPLOG_MAX_ENTRIES,
+    ReplicaConfig,
+    ReplicaNode,
+)
+from shard_stub.replica.service import SERVICE_NAME as REPLICATION_SERVICE_NAME
+from shard_stub.replica.service import ReplicationServicer
 from shard_stub.retry_records import DEFAULT_MAX_RECORDS, DEFAULT_TTL_S, RetryPruner
 from shard_stub.service import SERVICE_NAME, FetchIndexes, ShardServicer
 from shard_stub.storage import ShardStorage
@@ -110,6 +126,19 @@ def advertised_host(host: str, advertise: str | None = None) -> str:
     return host
 
 
+@dataclass(frozen=True)
+class ReplicaSettings:
+    """``--replset`` and friends (see ``shard_stub.replica``)."""
+
+    replset: str
+    peers: tuple[str, ...] = ()
+    priority: int = 1
+    arbiter: bool = False
+    node_id: str = ""
+    election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS
+    oplog_max_entries: int = DEFAULT_OPLOG_MAX_ENTRIES
+
+
 class ShardApp:
     """One shard node process."""
 
@@ -127,10 +156,13 @@ class ShardApp:
         migration_settings: MigrationSettings | None = None,
         retry_history_ttl_s: float = DEFAULT_TTL_S,
         retry_history_max_records: int = DEFAULT_MAX_RECORDS,
+        replica: ReplicaSettings | None = None,
     ) -> None:
         self.shard_id = shard_id
         self.host = host
         self.advertise_host = advertised_host(host, advertise_host)
+        self.address = f"{self.advertise_host}:{port}"
+        self.node_id = node_id_for(shard_id)
         self.config_address = config_address
         self.heartbeat_interval = heartbeat_interval
         self.data_dir = Path(data_dir)
@@ -166,6 +198,37 @@ class ShardApp:
         self.server.add_service(
             shard_pb2_grpc.add_ShardServiceServicer_to_server, self.servicer, SERVICE_NAME
         )
+        # Replica set (--replset): None keeps a standalone shard exactly as before.
+        self.replica: ReplicaNode | None = None
+        if replica is not None:
+            if port == 0:
+                raise LauraError(ErrorCode.BAD_VALUE, "--replset needs a fixed --port")
+            self.node_id = replica.node_id or f"shard-{shard_id}-{port}"
+            self.replica = ReplicaNode(
+                ReplicaConfig(
+                    replset=replica.replset,
+                    node_id=self.node_id,
+                    address=self.address,
+                    peers=tuple(replica.peers),
+                    priority=replica.priority,
+                    arbiter=replica.arbiter,
+                    election_timeout_ms=replica.election_timeout_ms,
+                    oplog_max_entries=replica.oplog_max_entries,
+                ),
+                self.storage,
+                self.pool,
+                self.data_dir,
+            )
+            self.servicer.set_replica(self.replica)
+            recipient = self.migrations.recipient
+            recipient.replication_wait = self.servicer.wait_majority_of_last_write
+            self.server.add_service(
+                replication_pb2_grpc.add_ReplicationServiceServicer_to_server,
+                ReplicationServicer(self.replica),
+                REPLICATION_SERVICE_NAME,
+            )
+        self.servicer.node_id = self.node_id
+        self.servicer.address = self.address
         self.membership: Membership | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.server.on_stop(self._close)
@@ -173,6 +236,8 @@ class ShardApp:
     async def _close(self) -> None:
         if self.membership is not None:
             await self.membership.stop()
+        if self.replica is not None:
+            await self.replica.stop()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -191,10 +256,18 @@ class ShardApp:
         """Open storage, serve (SERVING), then join the cluster in the background."""
         self._lock_fd = lock_data_dir(self.data_dir)
         await asyncio.to_thread(self.storage.open)
+        if self.replica is not None:
+            # Writes that would log entries fail until this member is elected.
+            self.storage.is_primary = False
+            self.storage.oplog = await asyncio.to_thread(Oplog, self.storage)
         metrics.track_shard(self.shard_id, self.storage, self.metadata)
         await self.migrations.open()  # restart recovery before serving
         port = await self.server.start()
+        self.address = f"{self.advertise_host}:{port}"
+        self.servicer.address = self.address
         self.migrations.set_address(self.advertise_host, port)
+        if self.replica is not None:
+            await self.replica.start()
         await self.server.set_serving(True)
         self.membership = Membership(
             shard_id=self.shard_id,
@@ -204,6 +277,8 @@ class ShardApp:
             pool=self.pool,
             data_path=self.storage.path,
             interval=self.heartbeat_interval,
+            node_id=self.node_id,
+            replica_status=self.replica.member_status if self.replica is not None else None,
         )
         self.membership.start()
         self._reaper = asyncio.create_task(self.cursors.run_reaper(CURSOR_REAP_INTERVAL_S))

@@ -14,6 +14,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -32,7 +34,24 @@ BACKOFF_MAX_S = 5.0
 
 
 def node_id_for(shard_id: str) -> str:
+    """A standalone shard's node id (replica-set members: ``--node-id`` or
+    ``shard-{shard_id}-{port}``, see ``ShardApp``)."""
     return f"shard-{shard_id}"
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """What a replica-set member reports in its registration and heartbeats."""
+
+    replset: str
+    role: cluster_pb2.NodeRole  # PRIMARY / SECONDARY / ARBITER
+    term: int
+    last_oplog_id: int
+    commit_oplog_id: int
+    priority: int
+
+
+ReplicaStatusFn = Callable[[], ReplicaStatus]
 
 
 class Membership:
@@ -48,9 +67,13 @@ class Membership:
         pool: ChannelPool,
         data_path: Path | None = None,
         interval: float = HEARTBEAT_INTERVAL_S,
+        node_id: str | None = None,
+        replica_status: ReplicaStatusFn | None = None,
     ) -> None:
         self.shard_id = shard_id
-        self.node_id = node_id_for(shard_id)
+        self.node_id = node_id or node_id_for(shard_id)
+        self.replica_status = replica_status
+        self._registered_role: cluster_pb2.NodeRole | None = None
         self.host = host
         self.port = port
         self.config_address = config_address
@@ -93,6 +116,9 @@ class Membership:
         failures = 0
         while not self._stop.is_set():
             try:
+                if self.registered and self.replica_status is not None:
+                    if self.replica_status().role != self._registered_role:
+                        self.registered = False  # register again with the new role
                 if not self.registered:
                     await self.register()
                 await self.heartbeat()
@@ -120,6 +146,14 @@ class Membership:
             tags={"shard_id": self.shard_id},
             shard_id=self.shard_id,
         )
+        if self.replica_status is not None:
+            status = self.replica_status()
+            node.role = status.role
+            node.replset = status.replset
+            node.term = status.term
+            node.priority = status.priority
+            node.tags["replset"] = status.replset
+            self._registered_role = status.role
         try:
             resp = await self._stub().RegisterNode(
                 cluster_pb2.NodeRegistrationRequest(node=node), timeout=CALL_TIMEOUT_S
@@ -130,13 +164,20 @@ class Membership:
             raise from_proto(resp.error)
         self.registered = True
         self.topology_version = resp.topology.version
-        log.info("registered as %s with %s", self.node_id, self.config_address)
+        log.info("registered as %s with %s%s", self.node_id, self.config_address,
+                 f" ({cluster_pb2.NodeRole.Name(node.role)})" if self.replica_status else "")
 
     async def heartbeat(self) -> None:
+        status = cluster_pb2.NodeStatus(role=cluster_pb2.SHARD, resources=self._resources())
+        if self.replica_status is not None:
+            rs = self.replica_status()
+            status.role = rs.role
+            status.replset = rs.replset
+            status.term = rs.term
+            status.last_oplog_id = rs.last_oplog_id
+            status.commit_oplog_id = rs.commit_oplog_id
         req = cluster_pb2.HeartbeatRequest(
-            node_id=self.node_id,
-            timestamp=int(time.time() * 1000),
-            status=cluster_pb2.NodeStatus(role=cluster_pb2.SHARD, resources=self._resources()),
+            node_id=self.node_id, timestamp=int(time.time() * 1000), status=status
         )
         try:
             resp = await self._stub().Heartbeat(req, timeout=CALL_TIMEOUT_S)

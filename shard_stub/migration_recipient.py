@@ -141,6 +141,9 @@ class MigrationRecipient:
         self.config = config
         self.settings = settings
         self.ensure_indexes: EnsureIndexes | None = None
+        # Replica sets: waits until everything written so far is majority-committed
+        # (raises otherwise); the cloned range must be before the donor commits.
+        self.replication_wait: Callable[[], Awaitable[None]] | None = None
         self.active: dict[str, RecipientMigration] = {}
         self.finished: OrderedDict[str, RecipientMigration] = OrderedDict()
         self._wake = asyncio.Event()
@@ -278,6 +281,8 @@ class MigrationRecipient:
                 if n == 0 and not more:
                     break
             await self._pull_history(mig, peer)
+            if self.replication_wait is not None:
+                await self.replication_wait()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from grpc import aio
 
@@ -35,7 +35,7 @@ from lauradb.bsonkit.codec import (
     encode_document,
     encode_ordered,
 )
-from lauradb.cluster import router_ext_pb2, shard_pb2, shard_pb2_grpc
+from lauradb.cluster import replset_pb2, router_ext_pb2, shard_pb2, shard_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.errors import to_proto
 from lauradb.rpc.server import rpc_method
@@ -49,6 +49,8 @@ from shard_stub.migration_range import MigrationRange
 from shard_stub.migrations import Migrations
 from shard_stub.ownership import OwnedRanges
 from shard_stub.reads import ResultStream, aggregate_stream, distinct, find_stream
+from shard_stub.replica import write_concern
+from shard_stub.replica.node import ReplicaNode
 from shard_stub.retry_records import RETRIED_STATEMENTS, RetryBatch, RetryStatement
 from shard_stub.storage import ShardStorage
 
@@ -57,6 +59,13 @@ log = logging.getLogger("lauradb.shard.service")
 Ctx = aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = "lauradb.cluster.ShardService"
+
+T = TypeVar("T")
+
+# Replica sets: a write concern wait without wtimeout ends this long before the call's
+# deadline (so the reply, with its write_concern_error, still reaches the caller).
+WRITE_CONCERN_DEADLINE_MARGIN_S = 0.25
+MIGRATION_MAJORITY_WAIT_S = 30.0
 
 # ConfigService.GetCollectionIndexes(database, collection) -> the recorded indexes.
 FetchIndexes = Callable[[str, str], Awaitable[list[router_ext_pb2.IndexSpec]]]
@@ -135,11 +144,108 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             migrations.set_ensure_indexes(self.ensure_recorded_indexes)
             migrations.primary.ensure_indexes = self.ensure_recorded_indexes
             migrations.primary.index_from_spec = index_from_spec
+        # Replica set (see shard_stub.replica); None: a standalone shard, always primary.
+        self.replica: ReplicaNode | None = None
+        self.node_id = ""
+        self.address = ""
+
+    def set_replica(self, node: ReplicaNode) -> None:
+        self.replica = node
 
     def _migrations(self) -> Migrations:
+        self._require_primary("chunk migrations")
         if self.migrations is None:
             raise LauraError(ErrorCode.NOT_IMPLEMENTED, "chunk migrations are not enabled here")
         return self.migrations
+
+    # ------------------------------------------------------------------ replica set
+
+    def _require_primary(self, what: str = "writes") -> None:
+        """NOT_WRITABLE_PRIMARY on a replica-set member that is not the primary."""
+        if self.replica is not None and not self.replica.is_primary:
+            self.replica.require_primary(what)
+
+    def _read_check(self, read_concern: replset_pb2.ReadConcern, secondary_ok: bool) -> bool:
+        """May this member answer the read? True when a majority read must wait for the
+        commit point first (primary only: a secondary's data is majority-committed)."""
+        node = self.replica
+        if node is None:
+            return False
+        if node.is_primary:
+            return read_concern.level == replset_pb2.READ_CONCERN_MAJORITY
+        if secondary_ok and node.readable_secondary:
+            return False
+        why = "not caught up" if node.role.value == "SECONDARY" else node.role.value
+        raise LauraError(
+            ErrorCode.NOT_PRIMARY_OR_SECONDARY,
+            f"member {node.node_id} cannot serve this read "
+            f"({'secondary_ok not set' if not secondary_ok else why}; role {node.role.value})",
+            {"primary": node.primary_address} if node.primary_address else None,
+        )
+
+    async def _read(self, majority: bool, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """Run a storage read in a thread (after the commit point for majority reads)."""
+        if majority and self.replica is not None:
+            node = self.replica
+            return await asyncio.to_thread(node.majority_read, lambda: fn(*args, **kw))
+        return await asyncio.to_thread(fn, *args, **kw)
+
+    def _concern_spec(self, request: Any) -> write_concern.WriteConcernSpec:
+        """The write's concern, validated before anything is written; NOT_WRITABLE_PRIMARY
+        on a member that is not the primary."""
+        node = self.replica
+        wc = request.write_concern if request.HasField("write_concern") else None
+        if node is None:
+            return write_concern.parse(wc, 1)
+        node.require_primary()
+        return write_concern.parse(wc, node.data_bearing_members)
+
+    async def _write(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """A storage write in a thread (on a replica set: only while primary)."""
+        if self.replica is not None:
+            return await self.replica.run_write(fn, *args, **kw)
+        return await asyncio.to_thread(fn, *args, **kw)
+
+    async def _with_concern(
+        self, resp: Any, op_id: int, spec: write_concern.WriteConcernSpec, context: Ctx
+    ) -> Any:
+        """Wait for the write concern of ``op_id``; a failure goes in write_concern_error."""
+        node = self.replica
+        if node is None or op_id <= 0:
+            return resp
+        remaining = context.time_remaining() if context is not None else None
+        max_wait = (
+            max(remaining - WRITE_CONCERN_DEADLINE_MARGIN_S, 0.0)
+            if remaining is not None
+            else None
+        )
+        error = await node.wait_write_concern(op_id, spec, max_wait)
+        if error is not None:
+            resp.write_concern_error.CopyFrom(error)
+        return resp
+
+    async def wait_majority_of_last_write(self) -> None:
+        """(Migration recipient) block until everything written so far is majority-
+        committed; WRITE_CONCERN_FAILED after ``MIGRATION_MAJORITY_WAIT_S``."""
+        node = self.replica
+        if node is None:
+            return
+        op_id = node.oplog.last().op_id
+        error = await node.wait_write_concern(
+            op_id, write_concern.WriteConcernSpec(None, MIGRATION_MAJORITY_WAIT_S), None
+        )
+        if error is not None:
+            raise LauraError(ErrorCode.WRITE_CONCERN_FAILED, error.error.message)
+
+    @rpc_method
+    async def Hello(self, request: replset_pb2.HelloRequest, context: Ctx) -> Any:
+        if self.replica is not None:
+            return self.replica.hello()
+        return replset_pb2.HelloResponse(
+            node_id=self.node_id, role="PRIMARY", is_primary=True,
+            primary_address=self.address, members=[self.address] if self.address else [],
+            caught_up=True, address=self.address,
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -201,11 +307,12 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         batch_size: int,
         single_batch: bool = False,
         owned: OwnedRanges | None = None,
+        majority: bool = False,
     ) -> shard_pb2.ShardCursorBatch:
         cursor = self.cursors.create(ns, stream, owned)
         try:
-            docs, examined = await asyncio.to_thread(
-                cursor.next_batch, batch_size or DEFAULT_FIRST_BATCH
+            docs, examined = await self._read(
+                majority, cursor.next_batch, batch_size or DEFAULT_FIRST_BATCH
             )
         except BaseException:
             cursor.close()
@@ -236,6 +343,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
 
     @rpc_method
     async def Find(self, request: shard_pb2.ShardFindRequest, context: Ctx) -> Any:
+        majority = self._read_check(request.read_concern, request.secondary_ok)
         ns, _meta, owned = await self._placement(
             request.database, request.collection, request.version
         )
@@ -253,7 +361,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         single = request.limit < 0
         if single:
             batch_size = min(batch_size, -request.limit) if batch_size else -request.limit
-        resp = await self._first_batch(ns, stream, batch_size, single, owned)
+        resp = await self._first_batch(ns, stream, batch_size, single, owned, majority)
         if request.retry_id:
             resp.retry_executed = await asyncio.to_thread(
                 self.storage.retry_executed, request.retry_id, request.stmt_id
@@ -273,15 +381,17 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
 
     @rpc_method
     async def Count(self, request: shard_pb2.ShardCountRequest, context: Ctx) -> Any:
+        majority = self._read_check(request.read_concern, request.secondary_ok)
         ns, _meta, owned = await self._placement(
             request.database, request.collection, request.version
         )
         spec = decode_optional(request.filter, "filter")
-        count = await asyncio.to_thread(self.storage.count, ns, spec, owned=owned)
+        count = await self._read(majority, self.storage.count, ns, spec, owned=owned)
         return shard_pb2.ShardCountResponse(count=count)
 
     @rpc_method
     async def Aggregate(self, request: shard_pb2.ShardAggregateRequest, context: Ctx) -> Any:
+        majority = self._read_check(request.read_concern, request.secondary_ok)
         ns, _meta, owned = await self._placement(
             request.database, request.collection, request.version
         )
@@ -290,7 +400,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         ]
         stream = aggregate_stream(self.storage, ns, stages, owned=owned)
         return await self._first_batch(
-            ns, stream, _batch_size(request.batch_size), owned=owned
+            ns, stream, _batch_size(request.batch_size), owned=owned, majority=majority
         )
 
     # ------------------------------------------------------------------ writes
@@ -298,23 +408,32 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
     # Writes that hit a chunk migration's critical section wait for it (bounded) and
     # run again from the placement check (see critical_section).
 
+    # On a replica set: NOT_WRITABLE_PRIMARY unless primary and a bad write concern
+    # (BAD_VALUE) before anything is touched; after the write, its write concern wait.
+
     @rpc_method
     async def Insert(self, request: shard_pb2.ShardInsertRequest, context: Ctx) -> Any:
-        return await run_unblocked(
+        spec = self._concern_spec(request)
+        resp, op_id = await run_unblocked(
             lambda: self._primary_guarded(request, self._insert), self.write_wait_s
         )
+        return await self._with_concern(resp, op_id, spec, context)
 
     @rpc_method
     async def Update(self, request: shard_pb2.ShardUpdateRequest, context: Ctx) -> Any:
-        return await run_unblocked(
+        spec = self._concern_spec(request)
+        resp, op_id = await run_unblocked(
             lambda: self._primary_guarded(request, self._update), self.write_wait_s
         )
+        return await self._with_concern(resp, op_id, spec, context)
 
     @rpc_method
     async def Delete(self, request: shard_pb2.ShardDeleteRequest, context: Ctx) -> Any:
-        return await run_unblocked(
+        spec = self._concern_spec(request)
+        resp, op_id = await run_unblocked(
             lambda: self._primary_guarded(request, self._delete), self.write_wait_s
         )
+        return await self._with_concern(resp, op_id, spec, context)
 
     async def _primary_guarded(self, request: Any, op: Callable[[Any], Awaitable[Any]]) -> Any:
         """An unsharded write waits while a movePrimary of its database copies it."""
@@ -324,7 +443,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             request.database, request.version, lambda: op(request)
         )
 
-    async def _insert(self, request: shard_pb2.ShardInsertRequest) -> Any:
+    async def _insert(self, request: shard_pb2.ShardInsertRequest) -> tuple[Any, int]:
         ns, meta, owned = await self._placement(
             request.database, request.collection, request.version
         )
@@ -335,7 +454,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             if request.retry_id
             else None
         )
-        result = await asyncio.to_thread(
+        result = await self._write(
             self.storage.insert,
             ns,
             list(request.documents),
@@ -361,9 +480,9 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             )
         if result.errors:
             resp.error.CopyFrom(to_proto(result.errors[0].error))
-        return resp
+        return resp, getattr(result, "op_id", 0)
 
-    async def _update(self, request: shard_pb2.ShardUpdateRequest) -> Any:
+    async def _update(self, request: shard_pb2.ShardUpdateRequest) -> tuple[Any, int]:
         ns, meta, owned = await self._placement(
             request.database, request.collection, request.version
         )
@@ -377,7 +496,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         ]
         if request.upsert:
             await self._before_create(ns, request.database, request.collection)
-        result = await asyncio.to_thread(
+        result = await self._write(
             self.storage.update,
             ns,
             spec,
@@ -398,21 +517,22 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             resp.upserted_id = encode_document({"_id": result.upserted_id})
         if result.retried:
             RETRIED_STATEMENTS.labels("update").inc()
-        return resp
+        return resp, getattr(result, "op_id", 0)
 
-    async def _delete(self, request: shard_pb2.ShardDeleteRequest) -> Any:
+    async def _delete(self, request: shard_pb2.ShardDeleteRequest) -> tuple[Any, int]:
         ns, _meta, owned = await self._placement(
             request.database, request.collection, request.version
         )
         spec = decode_optional(request.filter, "filter")
         retry = _retry_statement(request)
-        deleted = await asyncio.to_thread(
+        deleted = await self._write(
             self.storage.delete, ns, spec, multi=request.multi, owned=owned, retry=retry
         )
         retried = retry is not None and retry.retried
         if retried:
             RETRIED_STATEMENTS.labels("delete").inc()
-        return shard_pb2.ShardDeleteResponse(deleted_count=deleted, retried=retried)
+        resp = shard_pb2.ShardDeleteResponse(deleted_count=deleted, retried=retried)
+        return resp, getattr(deleted, "op_id", 0)
 
     # ------------------------------------------------------------------ metadata
 
@@ -444,6 +564,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
 
     @rpc_method
     async def CreateIndex(self, request: shard_pb2.ShardCreateIndexRequest, context: Ctx) -> Any:
+        self._require_primary()
         ns = check_namespace(request.database, request.collection)
         index = index_from_spec(request.index)
         if self.storage.collection(ns) is None:
@@ -453,6 +574,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
 
     @rpc_method
     async def DropIndex(self, request: shard_pb2.ShardDropIndexRequest, context: Ctx) -> Any:
+        self._require_primary()
         ns = check_namespace(request.database, request.collection)
         if not request.name:
             raise LauraError(ErrorCode.BAD_VALUE, "the index name is required ('*' for all)")
@@ -479,6 +601,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
     async def DropCollection(
         self, request: shard_pb2.ShardDropCollectionRequest, context: Ctx
     ) -> Any:
+        self._require_primary()
         ns = check_namespace(request.database, request.collection)
         self.cursors.kill_namespace(ns)
         dropped = await asyncio.to_thread(self.storage.drop_collection, ns)
@@ -487,6 +610,7 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
 
     @rpc_method
     async def DropDatabase(self, request: shard_pb2.ShardDropDatabaseRequest, context: Ctx) -> Any:
+        self._require_primary()
         check_namespace(request.database, "-")
         prefix = f"{request.database}."
         for ns in self.storage.namespaces():
@@ -502,12 +626,13 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
 
     @rpc_method
     async def Distinct(self, request: shard_pb2.ShardDistinctRequest, context: Ctx) -> Any:
+        majority = self._read_check(request.read_concern, request.secondary_ok)
         ns, _meta, owned = await self._placement(
             request.database, request.collection, request.version
         )
         spec = decode_optional(request.filter, "filter")
-        values = await asyncio.to_thread(
-            distinct, self.storage, ns, request.key, spec, owned=owned
+        values = await self._read(
+            majority, distinct, self.storage, ns, request.key, spec, owned=owned
         )
         return shard_pb2.ShardDistinctResponse(values=encode_document({"values": values}))
 

@@ -1,0 +1,1 @@
+"""Replica sets of shard members: elections, oplog streaming, write concern (issue 9)."""
