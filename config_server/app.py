@@ -19,6 +19,7 @@ from config_server.shard_rpc import ShardRpc
 from config_server.store import SqliteMetadataStore
 from lauradb.cluster import cluster_pb2, cluster_pb2_grpc, routing_pb2, routing_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
+from lauradb.replset import ReplicaSets, pool_hello
 from lauradb.rpc.channels import ChannelPool
 from lauradb.rpc.server import RpcServer
 
@@ -42,9 +43,11 @@ class ConfigServerApp:
         self.store = SqliteMetadataStore(data_dir)
         self.catalog = Catalog(self.store)
         self.pool = ChannelPool()
-        self.notifier = ShardNotifier(self.pool)
+        # primaries of replica-set shards, shared by every config -> shard call
+        self.replsets = ReplicaSets(pool_hello(self.pool))
+        self.notifier = ShardNotifier(self.pool, replsets=self.replsets)
         self.detector = FailureDetector(self.catalog, timeout=heartbeat_timeout)
-        self.shard_rpc = ShardRpc(self.pool)
+        self.shard_rpc = ShardRpc(self.pool, self.replsets)
         self.migrator = Migrator(self.catalog, self.notifier, self.shard_rpc)
         self.mover = PrimaryMover(self.catalog, self.notifier, self.shard_rpc)
         self.removal = ShardRemoval(
@@ -77,6 +80,7 @@ class ConfigServerApp:
         await self.balancer.stop()
         await self.migrator.close()
         await self.detector.stop()
+        await self.replsets.close()
         await self.pool.close()
         self.store.close()
 

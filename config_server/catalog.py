@@ -117,20 +117,43 @@ class Catalog:
 
     # ------------------------------------------------------------------ shards
 
-    def add_shard(self, shard_id: str, host: str, port: int, node_id: str = "") -> str:
-        """Register a shard; returns "added", "updated" (it moved) or "unchanged"."""
+    def add_shard(
+        self,
+        shard_id: str,
+        host: str,
+        port: int,
+        node_id: str = "",
+        members: Sequence[str] = (),
+    ) -> str:
+        """Register a shard; returns "added", "updated" (it moved) or "unchanged".
+        ``members``: a replica set's member addresses (``host:port`` among them); one
+        member (or none) is a standalone shard."""
         if not shard_id:
             raise LauraError(ErrorCode.BAD_VALUE, "shard_id is required")
         if not host:
             raise LauraError(ErrorCode.BAD_VALUE, f"shard '{shard_id}': host is required")
         if not 0 < port < 65536:
             raise LauraError(ErrorCode.BAD_VALUE, f"shard '{shard_id}': invalid port {port}")
+        seed = f"{host}:{port}"
+        member_list = tuple(dict.fromkeys(members))
+        if member_list and seed not in member_list:
+            raise LauraError(
+                ErrorCode.BAD_VALUE,
+                f"shard '{shard_id}': members {list(member_list)} must include {seed}",
+            )
+        if len(member_list) < 2:
+            member_list = ()
+        mine = set(member_list or (seed,))
         with self.store.transaction() as tx:
             for other in tx.list_shards():
-                if other.shard_id != shard_id and (other.host, other.port) == (host, port):
+                if other.shard_id == shard_id:
+                    continue
+                taken = mine & set(other.member_addresses)
+                if taken:
                     raise LauraError(
                         ErrorCode.ILLEGAL_OPERATION,
-                        f"address {host}:{port} already belongs to shard '{other.shard_id}'",
+                        f"address {', '.join(sorted(taken))} already belongs to shard "
+                        f"'{other.shard_id}'",
                     )
             if not node_id:  # the shard's process may have registered before AddShard
                 node_id = next(
@@ -143,10 +166,13 @@ class Catalog:
                 )
             existing = tx.get_shard(shard_id)
             if existing is None:
-                tx.put_shard(ShardRecord(shard_id, host, port, node_id))
+                tx.put_shard(ShardRecord(shard_id, host, port, node_id, members=member_list))
                 self._changed(tx)
                 return "added"
-            wanted = replace(existing, host=host, port=port, node_id=node_id or existing.node_id)
+            wanted = replace(
+                existing, host=host, port=port, node_id=node_id or existing.node_id,
+                members=member_list,
+            )
             if wanted == existing:
                 return "unchanged"
             tx.put_shard(wanted)

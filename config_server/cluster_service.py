@@ -25,6 +25,9 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
         self.catalog = catalog
         self.detector = detector
         self._shard_cache: tuple[TopologyView, list[cluster_pb2.ShardInfo]] | None = None
+        # Replica-set members' live state (registration, then every heartbeat):
+        # node id -> (replset, role, term). Not persisted: heartbeats refill it.
+        self._members: dict[str, tuple[str, int, int]] = {}
 
     def topology(self) -> cluster_pb2.ClusterTopology:
         view = self.catalog.topology()
@@ -32,7 +35,42 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
         if cached is None or cached[0] is not view:
             cached = (view, convert.shard_infos(view))
             self._shard_cache = cached
-        return convert.topology_message(view, cached[1], self.detector.last_heartbeat_ms)
+        topology = convert.topology_message(view, cached[1], self.detector.last_heartbeat_ms)
+        if self._members:
+            self._add_replica_sets(topology)
+        return topology
+
+    def _note_member(self, node_id: str, replset: str, role: int, term: int) -> None:
+        if replset:
+            self._members[node_id] = (replset, role, term)
+        else:
+            self._members.pop(node_id, None)
+
+    def _add_replica_sets(self, topology: cluster_pb2.ClusterTopology) -> None:
+        """``replica_sets`` (members, primary, term) and each member node's live role
+        and term, from what the members last reported."""
+        sets: dict[str, cluster_pb2.ReplicaSet] = {}
+        best: dict[str, int] = {}  # replset -> term of the primary chosen so far
+        for node in topology.nodes:
+            state = self._members.get(node.id)
+            if state is None:
+                continue
+            replset, role, term = state
+            node.replset, node.term = replset, term
+            node.role = role  # type: ignore[assignment]
+            rs = sets.get(replset)
+            if rs is None:
+                rs = sets[replset] = cluster_pb2.ReplicaSet(id=replset)
+            rs.node_ids.append(node.id)
+            rs.term = max(rs.term, term)
+            if node.up and role == cluster_pb2.PRIMARY and term >= best.get(replset, -1):
+                best[replset] = term
+                rs.primary_id = node.id
+        for replset in sorted(sets):
+            rs = sets[replset]
+            if rs.primary_id and best[replset] < rs.term:
+                rs.primary_id = ""  # a member already knows a newer term: it was deposed
+            topology.replica_sets.append(rs)
 
     @rpc_method
     async def RegisterNode(
@@ -49,6 +87,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
             )
         record = convert.node_record(node, now_ms=int(time.time() * 1000))
         version = self.catalog.register_node(record)
+        self._note_member(node.id, node.replset, int(node.role), node.term)
         self.detector.heartbeat(record.node_id)
         log.info("node %s registered at %s:%d (topology %d)", node.id, node.host, node.port, version)
         topology = self.topology()
@@ -65,6 +104,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
     ) -> cluster_pb2.NodeDeregistrationResponse:
         self.catalog.deregister_node(request.node_id)
         self.detector.forget(request.node_id)
+        self._members.pop(request.node_id, None)
         log.info("node %s deregistered: %s", request.node_id, request.reason or "no reason given")
         return cluster_pb2.NodeDeregistrationResponse(
             success=True, message=f"node '{request.node_id}' deregistered"
@@ -80,6 +120,9 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
             self.catalog.get_node(request.node_id)  # NODE_NOT_FOUND: register first
         if self.detector.heartbeat(request.node_id):
             log.info("node %s is up again", request.node_id)
+        status = request.status
+        if request.HasField("status") and (status.replset or request.node_id in self._members):
+            self._note_member(request.node_id, status.replset, int(status.role), status.term)
         return cluster_pb2.HeartbeatResponse(
             ack=True, timestamp=int(time.time() * 1000), topology=self.topology()
         )

@@ -19,6 +19,7 @@ from config_server.shard_removal import STARTED, ShardRemoval
 from lauradb.bsonkit.codec import decode_document, encode_ordered
 from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
+from lauradb.replset import validate_members
 from lauradb.rpc.errors import to_proto
 from lauradb.rpc.server import rpc_method
 
@@ -87,16 +88,28 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
                 f"shard '{request.shard_id}' needs a host and a port in 1..65535, "
                 f"got {request.host!r}:{request.port}",
             )
-        await self.notifier.check_health(request.shard_id, request.host, request.port)
+        seed = f"{request.host}:{request.port}"
+        members = validate_members(request.members)
+        if members and seed not in members:
+            raise LauraError(
+                ErrorCode.BAD_VALUE,
+                f"shard '{request.shard_id}': members {members} must include host:port {seed}",
+            )
+        replset = ""
+        if len(members) > 1:
+            replset = await self.notifier.check_members(request.shard_id, members)
+        else:
+            await self.notifier.check_health(request.shard_id, request.host, request.port)
         outcome = self.catalog.add_shard(
-            request.shard_id, request.host, request.port, request.node_id
+            request.shard_id, request.host, request.port, request.node_id, members
         )
-        log.info("shard %s at %s:%d: %s", request.shard_id, request.host, request.port, outcome)
+        where = f"replica set '{replset}' [{', '.join(members)}]" if replset else seed
+        log.info("shard %s at %s: %s", request.shard_id, where, outcome)
         if outcome == "added":
             self.balancer.wake()
         return routing_pb2.AddShardResponse(
             success=True,
-            message=f"shard '{request.shard_id}' {outcome} at {request.host}:{request.port}",
+            message=f"shard '{request.shard_id}' {outcome} at {where}",
         )
 
     @rpc_method

@@ -37,6 +37,7 @@ def shard_info(
         port=shard.port,
         draining=shard.draining,
         chunks=chunks,
+        members=shard.members,
     )
 
 
@@ -51,7 +52,8 @@ def shard_map_response(view: ShardMapView) -> routing_pb2.GetShardMapResponse:
             version=0,
             shards=[
                 routing_pb2.ShardRouteInfo(
-                    shard_id=s.shard_id, node_id=s.node_id, host=s.host, port=s.port
+                    shard_id=s.shard_id, node_id=s.node_id, host=s.host, port=s.port,
+                    members=s.members,
                 )
                 for s in view.shards
             ],
@@ -74,6 +76,7 @@ def shard_map_response(view: ShardMapView) -> routing_pb2.GetShardMapResponse:
                 host=s.host,
                 port=s.port,
                 chunks=chunks.get(s.shard_id, []),
+                members=s.members,
             )
             for s in view.shards
         ],

@@ -110,6 +110,9 @@ class Migrator:
         error: LauraError | None = None
         documents = 0
         try:
+            if recipient.members:  # a replica set: the donor dials its primary
+                target = await self.rpc.primary_record(recipient)
+                request.to_host, request.to_port = target.host, target.port
             resp = await self.rpc.move_range(donor, request, self.move_timeout)
             documents = int(resp.documents_migrated)
         except LauraError as err:

@@ -42,10 +42,17 @@ class ShardRecord:
     port: int
     node_id: str = ""
     draining: bool = False
+    # Replica-set members (host:port, the seed host:port among them); () = standalone.
+    members: tuple[str, ...] = ()
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def member_addresses(self) -> tuple[str, ...]:
+        """Every member's address (just ``address`` for a standalone shard)."""
+        return self.members if self.members else (self.address,)
 
 
 @dataclass(frozen=True)

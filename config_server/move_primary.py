@@ -94,6 +94,8 @@ class PrimaryMover:
         log.info("movePrimary %s: database %s %s -> %s", op.operation_id, database,
                  op.from_shard, op.to_shard)
         try:
+            if target.members:  # a replica set: the old primary shard dials its primary
+                target = await self.rpc.primary_record(target)
             resp = await self.rpc.move_primary(
                 source,
                 shard_pb2.MovePrimaryRequest(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ import grpc
 from config_server.model import ShardRecord
 from lauradb.cluster import shard_pb2, shard_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
+from lauradb.replset import ReplicaSets, is_failover_error, pool_hello
 from lauradb.rpc.channels import ChannelPool
 from lauradb.rpc.errors import ERROR_TRAILER, from_proto, from_rpc_error
 
@@ -36,17 +38,55 @@ def _has_trailer(exc: grpc.RpcError) -> bool:
     return any(item[0] == ERROR_TRAILER for item in trailers or ())
 
 
-class ShardRpc:
-    def __init__(self, pool: ChannelPool) -> None:
-        self._pool = pool
+# NOT_WRITABLE_PRIMARY is answered before anything is applied: safe to send again to
+# the new primary (a replica-set shard in a failover), at most this many times.
+MAX_PRIMARY_RETRIES = 3
 
-    def _stub(self, shard: ShardRecord) -> shard_pb2_grpc.ShardServiceStub:
-        return shard_pb2_grpc.ShardServiceStub(self._pool.get(shard.address))
+
+class ShardRpc:
+    """Calls go to the shard's primary: ``shard.address`` for a standalone shard, the
+    replica set's current primary (``ReplicaSets`` monitor) otherwise."""
+
+    def __init__(self, pool: ChannelPool, replsets: ReplicaSets | None = None) -> None:
+        self._pool = pool
+        self.replsets = replsets if replsets is not None else ReplicaSets(pool_hello(pool))
+
+    async def address_of(self, shard: ShardRecord) -> str:
+        """The address of ``shard``'s primary (waits out a failover's buffer window)."""
+        if not shard.members:
+            return shard.address
+        return await self.replsets.primary_address(shard.shard_id, shard.members, shard.address)
+
+    async def primary_record(self, shard: ShardRecord) -> ShardRecord:
+        """``shard`` with host/port of its current primary (what a donor dials)."""
+        address = await self.address_of(shard)
+        if address == shard.address:
+            return shard
+        host, _, port = address.rpartition(":")
+        return replace(shard, host=host, port=int(port))
 
     async def _call(
         self, shard: ShardRecord, method: str, request: Any, timeout: float
     ) -> Any:
-        fn: Callable[..., Awaitable[Any]] = getattr(self._stub(shard), method)
+        attempt = 0
+        while True:
+            address = await self.address_of(shard)
+            try:
+                return await self._call_once(shard, address, method, request, timeout)
+            except LauraError as err:
+                if not shard.members or not is_failover_error(err):
+                    raise
+                self.replsets.invalidate(shard.shard_id, address)
+                if err.code != ErrorCode.NOT_WRITABLE_PRIMARY or attempt >= MAX_PRIMARY_RETRIES:
+                    raise
+                attempt += 1
+                log.info("%s: shard %s at %s is not primary; retrying", method, shard.shard_id, address)
+
+    async def _call_once(
+        self, shard: ShardRecord, address: str, method: str, request: Any, timeout: float
+    ) -> Any:
+        stub = shard_pb2_grpc.ShardServiceStub(self._pool.get(address))
+        fn: Callable[..., Awaitable[Any]] = getattr(stub, method)
         try:
             resp = await fn(request, timeout=timeout)
         except grpc.RpcError as exc:
@@ -59,8 +99,8 @@ class ShardRpc:
                     else "is unreachable"
                 raise LauraError(
                     ErrorCode.HOST_UNREACHABLE,
-                    f"{method}: shard '{shard.shard_id}' at {shard.address} {what}",
-                    {"shard": shard.shard_id, "address": shard.address},
+                    f"{method}: shard '{shard.shard_id}' at {address} {what}",
+                    {"shard": shard.shard_id, "address": address},
                 ) from None
             raise from_rpc_error(exc, target=f"shard {shard.shard_id}") from None
         err = getattr(resp, "error", None)

@@ -32,7 +32,7 @@ from lauradb.errors import ErrorCode, LauraError
 log = logging.getLogger("lauradb.config.store")
 
 DB_FILE_NAME = "config.sqlite3"
-SCHEMA_VERSION = 3  # 2: index records; 3: migrations
+SCHEMA_VERSION = 4  # 2: index records; 3: migrations; 4: shards.members
 TOPOLOGY_VERSION_KEY = "topology_version"
 
 
@@ -204,7 +204,8 @@ _SCHEMA = (
         key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS shards (
         shard_id TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
-        node_id TEXT NOT NULL DEFAULT '', draining INTEGER NOT NULL DEFAULT 0)""",
+        node_id TEXT NOT NULL DEFAULT '', draining INTEGER NOT NULL DEFAULT 0,
+        members TEXT NOT NULL DEFAULT '')""",
     """CREATE TABLE IF NOT EXISTS databases (
         name TEXT PRIMARY KEY, primary_shard TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS collections (
@@ -236,6 +237,9 @@ _SCHEMA = (
         role INTEGER NOT NULL, priority INTEGER NOT NULL, tags TEXT NOT NULL,
         shard_id TEXT NOT NULL, up INTEGER NOT NULL, last_heartbeat_ms INTEGER NOT NULL)""",
 )
+
+# (table, column, declaration) added by later schema versions (4: shards.members).
+_ADDED_COLUMNS = (("shards", "members", "TEXT NOT NULL DEFAULT ''"),)
 
 _CHUNK_COLUMNS = "chunk_id, namespace, min_key, max_key, min_sort, shard_id, major, minor, jumbo"
 
@@ -315,9 +319,13 @@ def _index(row: tuple[Any, ...]) -> IndexRecord:
     )
 
 
+_SHARD_COLUMNS = "shard_id, host, port, node_id, draining, members"
+
+
 def _shard(row: tuple[Any, ...]) -> ShardRecord:
     return ShardRecord(
-        shard_id=row[0], host=row[1], port=row[2], node_id=row[3], draining=bool(row[4])
+        shard_id=row[0], host=row[1], port=row[2], node_id=row[3], draining=bool(row[4]),
+        members=tuple(m for m in row[5].split(",") if m),
     )
 
 
@@ -341,22 +349,25 @@ class SqliteTransaction(MetadataTransaction):
     # shards
     def get_shard(self, shard_id: str) -> ShardRecord | None:
         row = self._one(
-            "SELECT shard_id, host, port, node_id, draining FROM shards WHERE shard_id = ?",
+            f"SELECT {_SHARD_COLUMNS} FROM shards WHERE shard_id = ?",
             (shard_id,),
         )
         return _shard(row) if row else None
 
     def list_shards(self) -> list[ShardRecord]:
         rows = self._all(
-            "SELECT shard_id, host, port, node_id, draining FROM shards ORDER BY shard_id"
+            f"SELECT {_SHARD_COLUMNS} FROM shards ORDER BY shard_id"
         )
         return [_shard(r) for r in rows]
 
     def put_shard(self, shard: ShardRecord) -> None:
         self._write(
-            "INSERT OR REPLACE INTO shards (shard_id, host, port, node_id, draining) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (shard.shard_id, shard.host, shard.port, shard.node_id, int(shard.draining)),
+            f"INSERT OR REPLACE INTO shards ({_SHARD_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                shard.shard_id, shard.host, shard.port, shard.node_id, int(shard.draining),
+                ",".join(shard.members),
+            ),
         )
 
     def delete_shard(self, shard_id: str) -> None:
@@ -693,6 +704,7 @@ class SqliteMetadataStore(MetadataStore):
         with self.transaction() as tx:
             for statement in _SCHEMA:
                 self._conn.execute(statement)
+            self._add_missing_columns()
             stored = tx.get_meta("schema_version")
             if stored is None:
                 tx.set_meta("schema_version", str(SCHEMA_VERSION))
@@ -703,8 +715,16 @@ class SqliteMetadataStore(MetadataStore):
                     f"metadata store {self.path} has schema version {stored}, "
                     f"newer than this server's {SCHEMA_VERSION}",
                 )
-            elif int(stored) < SCHEMA_VERSION:  # new tables only: created above
+            elif int(stored) < SCHEMA_VERSION:  # new tables/columns: created above
                 tx.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    def _add_missing_columns(self) -> None:
+        """Columns added to existing tables after their first release (data dirs of
+        older versions get them with their defaults)."""
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @contextmanager
     def _begin(self, *, writable: bool) -> Iterator[SqliteTransaction]:

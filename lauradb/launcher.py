@@ -5,6 +5,14 @@ shard0 at P+1 and shard i >= 1 at P+2+i (shard1 at P+3, shard2 at P+4, ...). Eac
 process keeps its data under ``--data-dir`` (``config/``, ``shard0/``, ...), so running
 the launcher again on the same directory brings the whole cluster back.
 
+Replica sets (``--replicas R``, default 1 = standalone shards as above): every shard
+is R members started with ``--replset shardI --peers <the other members>``. Member 0
+of shard i keeps the port and data directory above; the other members take the
+ports after the highest one so far (L = max(P+2, last shard's port)), shard by shard:
+member j >= 1 of shard i listens at ``L + 1 + i*(R-1) + (j-1)`` with data in
+``shardI-J/`` (e.g. ``--shards 2 --replicas 3 --port 27017``: shard0 at 27018, 27021,
+27022; shard1 at 27020, 27023, 27024). AddShard registers all members of each shard.
+
 Start-up: the config server, then every shard, each waited for until healthy; then
 ``ConfigService.AddShard`` for every shard (idempotent on a restart); then the router.
 The launcher stays in the foreground. Ctrl-C / SIGTERM stops the router, then the
@@ -67,6 +75,8 @@ class ProcessSpec:
     port: int
     data_dir: Path | None
     extra_args: tuple[str, ...] = ()
+    shard_id: str = ""              # shard members: the shard they serve
+    members: tuple[str, ...] = ()   # a replica set's member addresses (all of them)
 
     @property
     def address(self) -> str:
@@ -103,26 +113,56 @@ def tls_argv(tls: TlsSettings | None) -> tuple[str, ...]:
     return (*args, "--tls-client-auth", tls.client_auth)
 
 
+def member_port(base: int, shards: int, replicas: int, index: int, member: int) -> int:
+    """Member ``member`` of shard ``index``: member 0 at ``shard_port``, the others
+    after the last shard's port, shard by shard."""
+    if member == 0:
+        return shard_port(base, index)
+    highest = max(base + 2, shard_port(base, shards - 1))
+    return highest + 1 + index * (replicas - 1) + (member - 1)
+
+
+def last_port(base: int, shards: int, replicas: int = 1) -> int:
+    return max(base + 2, member_port(base, shards, replicas, shards - 1, replicas - 1))
+
+
 def plan_cluster(
-    shards: int, port: int, data_dir: Path, host: str, tls: TlsSettings | None = None
+    shards: int,
+    port: int,
+    data_dir: Path,
+    host: str,
+    tls: TlsSettings | None = None,
+    replicas: int = 1,
 ) -> ClusterPlan:
     config_tls = tls_argv(tls)
     config = ProcessSpec("config", "config_server", host, port + 2, data_dir / "config",
                          config_tls)
     config_arg = ("--config", config.address, *config_tls)
-    shard_specs = tuple(
-        ProcessSpec(
-            f"shard{i}",
-            "shard_stub",
-            host,
-            shard_port(port, i),
-            data_dir / f"shard{i}",
-            ("--shard-id", f"shard{i}", *config_arg),
-        )
-        for i in range(shards)
-    )
+    specs: list[ProcessSpec] = []
+    for i in range(shards):
+        shard_id = f"shard{i}"
+        ports = [member_port(port, shards, replicas, i, j) for j in range(replicas)]
+        members = tuple(f"{host}:{p}" for p in ports) if replicas > 1 else ()
+        for j, member in enumerate(ports):
+            repl: tuple[str, ...] = ()
+            if replicas > 1:
+                peers = ",".join(m for k, m in enumerate(members) if k != j)
+                repl = ("--replset", shard_id, "--peers", peers)
+            name = shard_id if j == 0 else f"{shard_id}-{j}"
+            specs.append(
+                ProcessSpec(
+                    name,
+                    "shard_stub",
+                    host,
+                    member,
+                    data_dir / name,
+                    ("--shard-id", shard_id, *repl, *config_arg),
+                    shard_id=shard_id,
+                    members=members,
+                )
+            )
     router = ProcessSpec("router", "router", host, port, None, config_arg)
-    return ClusterPlan(config, shard_specs, router, tls)
+    return ClusterPlan(config, tuple(specs), router, tls)
 
 
 class Child:
@@ -197,8 +237,11 @@ async def add_shards(
     async with make_channel(config.address, tls) as channel:
         stub = routing_pb2_grpc.ConfigServiceStub(channel)
         for shard in shards:
+            if shard.shard_id and shard.name != shard.shard_id:
+                continue  # a replica set's other members: added with member 0
             request = routing_pb2.AddShardRequest(
-                shard_id=shard.name, host=shard.host, port=shard.port
+                shard_id=shard.shard_id or shard.name, host=shard.host, port=shard.port,
+                members=shard.members,
             )
             try:
                 await stub.AddShard(request, timeout=ADD_SHARD_TIMEOUT)
@@ -310,6 +353,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start config server, shards and router")
     up.add_argument("--shards", type=int, default=3, help="number of shards (default 3)")
+    up.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="members per shard (default 1: standalone shards). R > 1: each shard is a "
+        "replica set of R members (--replset/--peers); member 0 of shard i keeps the "
+        "standalone port, the others take the ports after the highest port L of the "
+        "config server and shards (shard i member j at L+1+i*(R-1)+(j-1), data in shardI-J/)",
+    )
     up.add_argument("--port", type=int, default=27017, help="router port (default 27017)")
     up.add_argument("--data-dir", default="./lauradb-data", help="data directory")
     up.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -326,7 +378,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.shards < 1:
         parser.error("--shards must be at least 1")
-    if args.port < 1 or max(args.port + 2, shard_port(args.port, args.shards - 1)) > 65535:
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
+    if args.port < 1 or last_port(args.port, args.shards, args.replicas) > 65535:
         parser.error("--port leaves no room for the config server and shards below 65536")
     if args.tls_ca and not (args.tls_cert or args.tls_key):
         parser.error("--tls-ca alone is not enough: the processes need --tls-cert/--tls-key")
@@ -339,7 +393,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    plan = plan_cluster(args.shards, args.port, Path(args.data_dir), args.host, args.tls)
+    plan = plan_cluster(
+        args.shards, args.port, Path(args.data_dir), args.host, args.tls, args.replicas
+    )
     return asyncio.run(run(plan, args.log_level, args.start_timeout))
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from lauradb.replset import DEFAULT_BUFFER_WINDOW_S
 from lauradb.rpc.process import (
     add_common_args,
     parse_with_sources,
@@ -52,6 +53,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="memory limit of a blocking aggregation stage at the router, in MiB",
     )
     parser.add_argument(
+        "--failover-buffer",
+        type=float,
+        default=DEFAULT_BUFFER_WINDOW_S,
+        metavar="SECONDS",
+        help="replica-set shards: how long a request waits for a new primary (or a "
+        f"member matching its read preference) before failing (default {DEFAULT_BUFFER_WINDOW_S:g})",
+    )
+    parser.add_argument(
         "--test-drop-write-replies",
         action="store_true",
         help="TESTING ONLY: after a write completed on the shards, fail the call with "
@@ -60,7 +69,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parse_with_sources(parser, argv)
     if ":" not in args.config:
         parser.error("--config must be HOST:PORT")
-    require_positive(parser, args, "shard_timeout", "config_timeout", "cursor_timeout", "memory_limit_mb")
+    require_positive(
+        parser, args, "shard_timeout", "config_timeout", "cursor_timeout", "memory_limit_mb",
+        "failover_buffer",
+    )
     return args
 
 
@@ -75,6 +87,7 @@ async def _serve(args: argparse.Namespace) -> None:
         memory_limit_bytes=args.memory_limit_mb * 1024 * 1024,
         metrics_port=args.metrics_port,
         drop_write_replies=args.test_drop_write_replies,
+        failover_buffer=args.failover_buffer,
     )
     await app.run()
 

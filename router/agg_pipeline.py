@@ -40,6 +40,7 @@ from router.merge import DEFAULT_BATCH_BYTES, MergedStream, ShardStream, raw_sor
 from router.namespaces import check_namespace
 from router.query_exec import find, gather_or_raise, make_fetch
 from router.routing_table import RoutingTable
+from router.shard_client import read_preference, set_read_options
 from router.targets import target_filter
 
 __all__ = [
@@ -268,18 +269,26 @@ async def _open_on_one_shard(
     first: int,
 ) -> Opened:
     client = ctx.shards
-    address = client.address_of(table, shard)
+    preference = read_preference(req)
+    if preference is None:
+        address = client.address_of(table, shard)
+    else:
+        address = await client.read_address(table, shard, preference)
     resp: shard_pb2.ShardCursorBatch = await client.call(
         shard,
         address,
         "Aggregate",
-        shard_pb2.ShardAggregateRequest(
-            request_id=req.request_id,
-            database=req.database,
-            collection=req.collection,
-            pipeline=raw_stages,
-            batch_size=first,
-            version=table.shard_version(shard),
+        set_read_options(
+            shard_pb2.ShardAggregateRequest(
+                request_id=req.request_id,
+                database=req.database,
+                collection=req.collection,
+                pipeline=raw_stages,
+                batch_size=first,
+                version=table.shard_version(shard),
+            ),
+            req,
+            preference,
         ),
     )
     merged = MergedStream(
@@ -338,19 +347,27 @@ async def _open_split(
         else None
     )
     shard_stages = [bson.encode(s) for s in split.shard_part]
-    addresses = [client.address_of(table, s) for s in shards]
+    preference = read_preference(req)
+    addresses = (
+        [client.address_of(table, s) for s in shards] if preference is None
+        else await client.read_addresses(table, shards, preference)
+    )
     calls = [
         client.call(
             s,
             addr,
             "Aggregate",
-            shard_pb2.ShardAggregateRequest(
-                request_id=req.request_id,
-                database=req.database,
-                collection=req.collection,
-                pipeline=shard_stages,
-                batch_size=first if merge_pipeline is None else _INPUT_BATCH,
-                version=table.shard_version(s),
+            set_read_options(
+                shard_pb2.ShardAggregateRequest(
+                    request_id=req.request_id,
+                    database=req.database,
+                    collection=req.collection,
+                    pipeline=shard_stages,
+                    batch_size=first if merge_pipeline is None else _INPUT_BATCH,
+                    version=table.shard_version(s),
+                ),
+                req,
+                preference,
             ),
         )
         for s, addr in zip(shards, addresses, strict=True)

@@ -8,6 +8,7 @@ import logging
 
 from lauradb.cluster import routing_pb2, routing_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
+from lauradb.replset import DEFAULT_BUFFER_WINDOW_S
 from lauradb.rpc.channels import ChannelPool
 from lauradb.rpc.server import RpcServer
 from router.config_client import DEFAULT_CONFIG_TIMEOUT, ConfigClient
@@ -44,11 +45,12 @@ class RouterApp:
         memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT,
         metrics_port: int | None = None,
         drop_write_replies: bool = False,
+        failover_buffer: float = DEFAULT_BUFFER_WINDOW_S,
     ) -> None:
         self.pool = ChannelPool()
         self.config = ConfigClient(self.pool.get(config_address), config_address, config_timeout)
         self.cache = RoutingCache(self.config)
-        self.shards = ShardClient(self.pool, self.cache, shard_timeout)
+        self.shards = ShardClient(self.pool, self.cache, shard_timeout, failover_buffer)
         self.cursors = CursorRegistry(cursor_timeout)
         self.ctx = RouterContext(
             self.config, self.cache, self.shards, self.cursors, memory_limit_bytes
@@ -84,7 +86,10 @@ class RouterApp:
         except LauraError as err:
             log.info("config server check failed: %s", err)
             return False
-        self.shards.set_addresses({s.shard_id: f"{s.host}:{s.port}" for s in resp.shards if s.host})
+        self.shards.set_addresses(
+            {s.shard_id: f"{s.host}:{s.port}" for s in resp.shards if s.host},
+            {s.shard_id: list(s.members) for s in resp.shards if s.host},
+        )
         return True
 
     async def _health_loop(self) -> None:
@@ -127,6 +132,8 @@ class RouterApp:
             self._health_task = None
         with contextlib.suppress(Exception):
             await self.cursors.close()
+        with contextlib.suppress(Exception):
+            await self.shards.close()
         await self.pool.close()
 
     async def run(self) -> None:

@@ -35,7 +35,11 @@ async def all_shards(ctx: RouterContext) -> list[tuple[str, str]]:
     resp = await ctx.config.list_shards()
     addresses = {s.shard_id: f"{s.host}:{s.port}" for s in resp.shards if s.host}
     if addresses:
-        ctx.shards.set_addresses(addresses)
+        ctx.shards.set_addresses(
+            addresses, {s.shard_id: list(s.members) for s in resp.shards if s.host}
+        )
+        # replica sets: the primary (catalog operations write)
+        addresses = {s: ctx.shards.address_of(None, s) for s in addresses}
     return sorted(addresses.items())
 
 

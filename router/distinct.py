@@ -21,6 +21,7 @@ from router.context import RouterContext
 from router.namespaces import check_namespace, decode_field
 from router.query_exec import gather_or_raise
 from router.routing_table import RoutingTable
+from router.shard_client import read_preference, set_read_options
 from router.targets import target_filter
 
 __all__ = ["check_distinct_key", "distinct", "merge_distinct"]
@@ -97,19 +98,28 @@ async def distinct(
         metrics.record_targeting("distinct", len(shards))
         if len(shards) > 1:
             compile_filter(filter_doc)  # a bad filter fails here once, not once per shard
-        targets = [(s, ctx.shards.address_of(table, s)) for s in shards]
+        preference = read_preference(req)
+        addresses = (
+            [ctx.shards.address_of(table, s) for s in shards] if preference is None
+            else await ctx.shards.read_addresses(table, shards, preference)
+        )
+        targets = list(zip(shards, addresses, strict=True))
         calls = [
             ctx.shards.call(
                 s,
                 addr,
                 "Distinct",
-                shard_pb2.ShardDistinctRequest(
-                    request_id=req.request_id,
-                    database=req.database,
-                    collection=req.collection,
-                    key=req.key,
-                    filter=req.query,
-                    version=table.shard_version(s),
+                set_read_options(
+                    shard_pb2.ShardDistinctRequest(
+                        request_id=req.request_id,
+                        database=req.database,
+                        collection=req.collection,
+                        key=req.key,
+                        filter=req.query,
+                        version=table.shard_version(s),
+                    ),
+                    req,
+                    preference,
                 ),
             )
             for s, addr in targets

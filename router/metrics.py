@@ -12,6 +12,8 @@ __all__ = [
     "CACHE_HITS",
     "CACHE_MISSES",
     "CACHE_REFRESHES",
+    "FAILOVER_ERRORS",
+    "FAILOVER_RETRIES",
     "SCATTER",
     "SHARDS_PER_REQUEST",
     "STALE_RETRIES",
@@ -49,6 +51,16 @@ CACHE_REFRESHES = Counter(
 STALE_RETRIES = Counter(
     "lauradb_router_stale_retries",
     "Shard requests retried after a STALE_CONFIG answer",
+)
+FAILOVER_ERRORS = Counter(
+    "lauradb_router_replset_failover_errors",
+    "Replica-set shard calls that failed as not-primary/unreachable, by method",
+    ["method"],
+)
+FAILOVER_RETRIES = Counter(
+    "lauradb_router_replset_failover_retries",
+    "Calls sent again after a replica-set failover (a new primary / member), by method",
+    ["method"],
 )
 
 

@@ -27,7 +27,7 @@ from router.find_plan import plan_find, plan_projection
 from router.merge import FetchResult, MergedStream, ShardStream, raw_sort_key
 from router.namespaces import check_namespace, decode_field
 from router.routing_table import RoutingTable
-from router.shard_client import ShardClient, is_stale
+from router.shard_client import ShardClient, is_stale, read_preference, set_read_options
 from router.targets import Targets, target_filter, target_shard_key
 
 __all__ = ["count", "find", "gather_or_raise", "make_fetch"]
@@ -154,7 +154,11 @@ async def _find_one_shard(
     start: float,
 ) -> routing_pb2.QueryResponse:
     client = ctx.shards
-    address = client.address_of(table, shard)
+    preference = read_preference(req)
+    if preference is None:
+        address = client.address_of(table, shard)
+    else:
+        address = await client.read_address(table, shard, preference)
     limit = abs(req.limit)
     single_batch = req.limit < 0
     batch_size = min(first, limit) if limit else first
@@ -170,6 +174,8 @@ async def _find_one_shard(
         batch_size=batch_size,
         version=table.shard_version(shard),
     )
+    if preference is not None or req.HasField("read_concern"):
+        set_read_options(sreq, req, preference)
     resp: shard_pb2.ShardCursorBatch = await client.call(shard, address, "Find", sreq)
     out = routing_pb2.QueryResponse(request_id=req.request_id)
     out.documents.extend(resp.documents)
@@ -215,23 +221,31 @@ async def _find_many(
     plan = plan_find(req.skip, req.limit, len(shards))
     want = first + plan.router_skip
     batch_size = min(want, plan.shard_limit) if plan.shard_limit else want
-    addresses = [client.address_of(table, s) for s in shards]
+    preference = read_preference(req)
+    addresses = (
+        [client.address_of(table, s) for s in shards] if preference is None
+        else await client.read_addresses(table, shards, preference)
+    )
     calls = [
         client.call(
             s,
             addr,
             "Find",
-            shard_pb2.ShardFindRequest(
-                request_id=req.request_id,
-                database=req.database,
-                collection=req.collection,
-                filter=req.query,
-                projection=projection,
-                sort=req.sort,
-                limit=plan.shard_limit,
-                skip=plan.shard_skip,
-                batch_size=batch_size,
-                version=table.shard_version(s),
+            set_read_options(
+                shard_pb2.ShardFindRequest(
+                    request_id=req.request_id,
+                    database=req.database,
+                    collection=req.collection,
+                    filter=req.query,
+                    projection=projection,
+                    sort=req.sort,
+                    limit=plan.shard_limit,
+                    skip=plan.shard_skip,
+                    batch_size=batch_size,
+                    version=table.shard_version(s),
+                ),
+                req,
+                preference,
             ),
         )
         for s, addr in zip(shards, addresses, strict=True)
@@ -297,18 +311,27 @@ async def count(ctx: RouterContext, req: router_ext_pb2.CountRequest) -> router_
         metrics.record_targeting("count", len(shards))
         if len(shards) > 1:
             compile_filter(filter_doc())
-        targets = [(s, ctx.shards.address_of(table, s)) for s in shards]
+        preference = read_preference(req)
+        addresses = (
+            [ctx.shards.address_of(table, s) for s in shards] if preference is None
+            else await ctx.shards.read_addresses(table, shards, preference)
+        )
+        targets = list(zip(shards, addresses, strict=True))
         calls = [
             ctx.shards.call(
                 s,
                 addr,
                 "Count",
-                shard_pb2.ShardCountRequest(
-                    request_id=req.request_id,
-                    database=req.database,
-                    collection=req.collection,
-                    filter=req.query,
-                    version=table.shard_version(s),
+                set_read_options(
+                    shard_pb2.ShardCountRequest(
+                        request_id=req.request_id,
+                        database=req.database,
+                        collection=req.collection,
+                        filter=req.query,
+                        version=table.shard_version(s),
+                    ),
+                    req,
+                    preference,
                 ),
             )
             for s, addr in targets

@@ -25,6 +25,7 @@ class ShardAddress:
     node_id: str
     host: str
     port: int
+    members: tuple[str, ...] = ()  # replica-set members (host:port); () = standalone
 
     @property
     def address(self) -> str:
@@ -115,7 +116,8 @@ class RoutingTable:
         for sid in sorted(self.shards):
             info = self.shards[sid]
             route = resp.shards.add(
-                shard_id=sid, node_id=info.node_id, host=info.host, port=info.port
+                shard_id=sid, node_id=info.node_id, host=info.host, port=info.port,
+                members=info.members,
             )
             for c in by_shard.get(sid, ()):
                 route.chunks.add(
@@ -134,7 +136,8 @@ def _strategy_name(strategy: int) -> str:
 
 def _addresses(routes: Iterable[routing_pb2.ShardRouteInfo]) -> dict[str, ShardAddress]:
     return {
-        r.shard_id: ShardAddress(r.shard_id, r.node_id, r.host, r.port) for r in routes
+        r.shard_id: ShardAddress(r.shard_id, r.node_id, r.host, r.port, tuple(r.members))
+        for r in routes
     }
 
 

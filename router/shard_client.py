@@ -14,18 +14,35 @@
   ``MAX_STALE_RETRIES`` times with a 10 -> 500 ms backoff: about 10 s of waiting in
   all, so a write held by a donor's migration critical section (up to ~5 s, then
   STALE_CONFIG while the commit is still pending) is retried transparently.
+* Replica-set shards (2+ members, from ListShards / the routing tables): writes and
+  primary reads go to the primary (``lauradb.replset`` monitor; ``address_of`` answers
+  the cached one without an RPC). After NOT_WRITABLE_PRIMARY /
+  INTERRUPTED_DUE_TO_REPL_STATE_CHANGE / UNAVAILABLE from a member the monitor
+  forgets it as primary and the call waits for the new primary (buffer window, 5 s)
+  and is sent again, when that is safe: a write only if it carries a retry identity
+  (``retry_id``) or the error proves it was not applied (NOT_WRITABLE_PRIMARY); reads
+  are retried by ``with_stale_retry`` (which re-selects their member). Standalone
+  shards take none of these paths: one dict test, no extra await.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
 from lauradb.cluster import shard_pb2, shard_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
+from lauradb.replset import (
+    DEFAULT_BUFFER_WINDOW_S,
+    ReplicaSetMonitor,
+    ReplicaSets,
+    is_failover_error,
+    pool_hello,
+)
 from lauradb.rpc.channels import ChannelPool
 from lauradb.rpc.errors import from_proto, from_rpc_error
 from lauradb.rpc.request_context import current_request_id
@@ -34,17 +51,47 @@ from router.config_client import has_error_trailer
 from router.routing_cache import RoutingCache
 from router.routing_table import RoutingTable
 
-__all__ = ["MAX_STALE_RETRIES", "ShardClient", "is_stale", "stale_backoff"]
+__all__ = [
+    "MAX_STALE_RETRIES",
+    "ShardClient",
+    "is_stale",
+    "read_preference",
+    "set_read_options",
+    "stale_backoff",
+]
 
 T = TypeVar("T")
 
 DEFAULT_SHARD_TIMEOUT = 10.0
 MAX_STALE_RETRIES = 25
 MAX_STALE_BACKOFF_S = 0.5
+MAX_FAILOVER_RETRIES = 20
+
+# Replica-set shards: what may be sent again to a new primary after a failover error.
+_CURSOR_METHODS = frozenset({"Find", "Aggregate", "GetMore", "KillCursors"})  # caller retries
+_READ_ONLY_METHODS = frozenset({"ListIndexes", "ListCollections", "ChunkStats", "SplitVector"})
+_NOT_APPLIED = frozenset({ErrorCode.NOT_WRITABLE_PRIMARY, ErrorCode.NOT_PRIMARY_OR_SECONDARY})
 
 
 def is_stale(err: LauraError) -> bool:
     return err.code in (ErrorCode.STALE_CONFIG, ErrorCode.STALE_EPOCH)
+
+
+def read_preference(req: Any) -> Any:
+    """The client request's ReadPreference, or None for the default (primary)."""
+    if req.HasField("read_preference") and req.read_preference.mode:
+        return req.read_preference
+    return None
+
+
+def set_read_options(sreq: Any, req: Any, preference: Any) -> Any:
+    """Copy the client's read concern and read preference (as ``secondary_ok``) onto
+    a shard read request; returns ``sreq``."""
+    if preference is not None:
+        sreq.secondary_ok = True
+    if req.HasField("read_concern"):
+        sreq.read_concern.CopyFrom(req.read_concern)
+    return sreq
 
 
 def stale_backoff(attempt: int) -> float:
@@ -63,6 +110,7 @@ class ShardClient:
         pool: ChannelPool,
         cache: RoutingCache,
         timeout: float = DEFAULT_SHARD_TIMEOUT,
+        buffer_window: float = DEFAULT_BUFFER_WINDOW_S,
     ) -> None:
         self.pool = pool
         self.cache = cache
@@ -70,6 +118,9 @@ class ShardClient:
         self._stubs: dict[str, shard_pb2_grpc.ShardServiceStub] = {}
         # Last known address of each shard (tables, ListShards): used by cursors.
         self.addresses: dict[str, str] = {}
+        # Replica-set shards only (standalone shards never appear here).
+        self.replsets = ReplicaSets(pool_hello(pool), buffer_window)
+        self._rs: dict[str, ReplicaSetMonitor] = self.replsets.monitors
 
     def stub(self, address: str) -> shard_pb2_grpc.ShardServiceStub:
         s = self._stubs.get(address)
@@ -78,14 +129,37 @@ class ShardClient:
             self._stubs[address] = s
         return s
 
-    def set_addresses(self, addresses: dict[str, str]) -> None:
-        """The authoritative shard list (ListShards, refreshed by the health loop)."""
+    def set_addresses(
+        self, addresses: dict[str, str], members: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
+        """The authoritative shard list (ListShards, refreshed by the health loop);
+        ``members``: every shard's replica-set members (one or none: standalone)."""
         self.addresses = dict(addresses)
+        if members is not None:
+            for shard_id, shard_members in members.items():
+                self.replsets.update(shard_id, shard_members)
+            self.replsets.retain(members)
+
+    def replset(self, shard_id: str) -> ReplicaSetMonitor | None:
+        """The monitor of a replica-set shard (None: a standalone shard)."""
+        return self._rs.get(shard_id) if self._rs else None
 
     def address_of(self, table: RoutingTable | None, shard_id: str) -> str:
+        """Where writes and primary reads for ``shard_id`` go (sync, no RPC): the
+        address of a standalone shard, a replica set's cached primary (or best guess
+        while it is unknown: a failover error then makes the caller wait for it)."""
+        if self._rs:
+            mon = self._rs.get(shard_id)
+            if mon is not None:
+                return mon.current()
         address = self.addresses.get(shard_id, "")
         if address:
             return address
+        info = table.shards.get(shard_id) if table is not None else None
+        if info is not None and len(info.members) > 1:
+            mon = self.replsets.update(shard_id, info.members)
+            if mon is not None:
+                return mon.current()
         address = table.address(shard_id) if table is not None else ""
         if not address:
             raise LauraError(
@@ -111,11 +185,117 @@ class ShardClient:
         try:
             resp = await fn(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.RpcError as exc:
+            failure = self._translate(exc, shard_id, address)
+            if self._rs and shard_id in self._rs:
+                return await self._failover(shard_id, address, method, request, timeout, failure)
+            raise failure from None
+        err = getattr(resp, "error", None)
+        if err is not None and err.code and not getattr(resp, "errors", None):
+            failure = from_proto(err)
+            if self._rs and shard_id in self._rs:
+                return await self._failover(shard_id, address, method, request, timeout, failure)
+            raise failure
+        return resp
+
+    # ------------------------------------------------------------------ replica sets
+
+    async def read_address(
+        self, table: RoutingTable | None, shard_id: str, preference: Any
+    ) -> str:
+        """The member a read with ``preference`` (a ReadPreference) goes to: the
+        primary for mode primary or a standalone shard, else chosen by the monitor
+        (waits up to the buffer window for a suitable member)."""
+        mon = self._rs.get(shard_id) if self._rs else None
+        if mon is None or not preference.mode:
+            return self.address_of(table, shard_id)
+        return await mon.select(preference.mode, preference.max_staleness_ms)
+
+    async def read_addresses(
+        self, table: RoutingTable | None, shards: Sequence[str], preference: Any
+    ) -> list[str]:
+        """``read_address`` of each shard (no await for the default preference)."""
+        if preference is None or not self._rs:
+            return [self.address_of(table, s) for s in shards]
+        return [await self.read_address(table, s, preference) for s in shards]
+
+    async def _failover(
+        self,
+        shard_id: str,
+        address: str,
+        method: str,
+        request: Any,
+        timeout: float | None,
+        err: LauraError,
+    ) -> Any:
+        """A replica-set member failed ``method``: forget it as primary; send again to
+        the new primary when that is safe, else raise ``err``."""
+        mon = self._rs[shard_id]
+        if not err.details.get("shard"):
+            err.details = {**err.details, "shard": shard_id}
+        if not is_failover_error(err) or err.details.get("replset_wait"):
+            raise err
+        if err.code == ErrorCode.SHARD_UNAVAILABLE:
+            mon.mark_failed(address, err.message)
+        else:
+            mon.invalidate(address)
+        metrics.FAILOVER_ERRORS.labels(method).inc()
+        if not _may_resend(method, request, err):
+            raise err
+        deadline = time.monotonic() + mon.buffer_window
+        attempt = 0
+        while True:
+            target = await mon.primary()  # waits out the election (buffering)
+            metrics.FAILOVER_RETRIES.labels(method).inc()
+            try:
+                return await self._call_once(shard_id, target, method, request, timeout)
+            except LauraError as again:
+                if (
+                    not is_failover_error(again)
+                    or attempt >= MAX_FAILOVER_RETRIES
+                    or time.monotonic() >= deadline
+                    or not _may_resend(method, request, again)
+                ):
+                    raise
+                if again.code == ErrorCode.SHARD_UNAVAILABLE:
+                    mon.mark_failed(target, again.message)
+                else:
+                    mon.invalidate(target)
+                attempt += 1
+                await asyncio.sleep(mon.poll_interval)
+
+    async def _call_once(
+        self, shard_id: str, address: str, method: str, request: Any, timeout: float | None
+    ) -> Any:
+        fn: Callable[..., Awaitable[Any]] = getattr(self.stub(address), method)
+        try:
+            resp = await fn(request, timeout=self.timeout if timeout is None else timeout)
+        except grpc.RpcError as exc:
             raise self._translate(exc, shard_id, address) from None
         err = getattr(resp, "error", None)
         if err is not None and err.code and not getattr(resp, "errors", None):
-            raise from_proto(err)
+            failure = from_proto(err)
+            failure.details = {**failure.details, "shard": shard_id}
+            raise failure
         return resp
+
+    async def await_failover(self, err: LauraError, started: float) -> bool:
+        """``with_stale_retry``'s part for reads: after a failover error from a
+        replica-set shard, refresh its members' states (so the retry re-selects its
+        member) and say whether to retry (within the buffer window)."""
+        shard_id = err.details.get("shard")
+        mon = self._rs.get(shard_id) if self._rs and isinstance(shard_id, str) else None
+        if mon is None or err.details.get("replset_wait") or not is_failover_error(err):
+            return False
+        if time.monotonic() - started >= mon.buffer_window:
+            return False
+        await mon.refresh()
+        if mon.cached_primary() is None:
+            await asyncio.sleep(mon.poll_interval)
+        metrics.FAILOVER_RETRIES.labels("read").inc()
+        return True
+
+    async def close(self) -> None:
+        await self.replsets.close()
 
     def _translate(self, exc: grpc.RpcError, shard_id: str, address: str) -> LauraError:
         status = exc.code() if hasattr(exc, "code") else None  # type: ignore[attr-defined]
@@ -180,12 +360,30 @@ class ShardClient:
         if table is None:
             table = await self.cache.get(database, collection)
         attempt = 0
+        failover_since = 0.0
         while True:
             try:
                 return await op(table)
             except LauraError as err:
-                if not is_stale(err) or attempt >= MAX_STALE_RETRIES:
+                if not is_stale(err):
+                    if self._rs and is_failover_error(err):
+                        failover_since = failover_since or time.monotonic()
+                        if await self.await_failover(err, failover_since):
+                            continue
+                    raise
+                if attempt >= MAX_STALE_RETRIES:
                     raise
                 table = await self.cache.refresh(database, collection, table)
                 await asyncio.sleep(stale_backoff(attempt))
                 attempt += 1
+
+
+def _may_resend(method: str, request: Any, err: LauraError) -> bool:
+    """Whether ``request`` may be sent again to another member after ``err``."""
+    if method in _CURSOR_METHODS:
+        return False  # the caller re-runs the read (its cursor lives on one member)
+    if err.code in _NOT_APPLIED:
+        return True  # answered before touching data
+    if method in _READ_ONLY_METHODS:
+        return True
+    return bool(getattr(request, "retry_id", ""))  # a retryable write: recorded outcome

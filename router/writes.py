@@ -18,6 +18,11 @@ update/delete: 0), and the shards answer statements they executed before from th
 records. The two-phase path asks in its query phase whether a shard executed the
 statement already; if one did, that shard answers from its record (``history_only``),
 so a retried ``multi=false`` write never applies to a second document.
+
+Write concern: the client's ``write_concern`` (unset: the shards' default, majority)
+goes to every shard request; a shard that applied the write but could not satisfy it
+answers ``write_concern_error``, and the reply carries the worst one (fewest members
+acknowledged) next to the write's result.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any, TypeVar
 
 import bson
 
-from lauradb.cluster import error_pb2, routing_pb2, shard_pb2
+from lauradb.cluster import error_pb2, replset_pb2, routing_pb2, shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import compile_filter
 from lauradb.query.update import compile_update
@@ -69,6 +74,19 @@ T = TypeVar("T")
 MAX_TWO_PHASE_ATTEMPTS = 5
 
 
+def worst_write_concern_error(
+    answers: Sequence[Any],
+) -> replset_pb2.WriteConcernError | None:
+    """The write concern error of the shard answers that acknowledged least."""
+    worst: replset_pb2.WriteConcernError | None = None
+    for a in answers:
+        if a.HasField("write_concern_error") and (
+            worst is None or a.write_concern_error.acknowledged < worst.acknowledged
+        ):
+            worst = a.write_concern_error
+    return worst
+
+
 # ============================================================================ insert
 
 
@@ -80,6 +98,7 @@ class _InsertRun:
         self.inserted = 0
         self.errors: list[WriteErrorInfo] = []
         self.shard_level: list[LauraError] = []  # whole-batch failures (e.g. shard down)
+        self.answers: list[shard_pb2.ShardInsertResponse] = []  # with a write concern error
 
     def batch_failed(self, batch: Batch, err: LauraError, ordered: bool) -> None:
         self.shard_level.append(err)
@@ -106,6 +125,10 @@ async def insert(
     ) and all(e.code == run.shard_level[0].code for e in run.errors):
         raise run.shard_level[0]  # nothing was written: fail the call itself
     out.inserted_count = run.inserted
+    if run.answers:
+        wce = worst_write_concern_error(run.answers)
+        if wce is not None:
+            out.write_concern_error.CopyFrom(wce)
     run.errors.sort(key=lambda e: e.index)
     for e in run.errors:
         out.errors.add(index=e.index, error=e.message, code=e.code, code_name=e.code_name)
@@ -137,6 +160,8 @@ async def _send_batch(
         sreq.retry_id = retry.retry_id
         sreq.stmt_ids.extend(item.index for item in batch.items)
         sreq.retry_fingerprint = retry.fingerprint
+    if req.HasField("write_concern"):
+        sreq.write_concern.CopyFrom(req.write_concern)
     address = ctx.shards.address_of(table, batch.shard)
     resp: shard_pb2.ShardInsertResponse = await ctx.shards.call(batch.shard, address, "Insert", sreq)
     return resp
@@ -177,6 +202,8 @@ async def _insert_ordered(
                 return
             stale_attempts = 0
             run.inserted += resp.inserted_count
+            if resp.HasField("write_concern_error"):
+                run.answers.append(resp)
             if resp.errors:
                 run.errors.extend(map_errors(batch, _shard_errors(resp)[:1]))
                 return
@@ -232,6 +259,8 @@ async def _unordered_shard(
             run.batch_failed(piece, err, ordered=False)
             continue
         run.inserted += resp.inserted_count
+        if resp.HasField("write_concern_error"):
+            run.answers.append(resp)
         run.errors.extend(map_errors(piece, _shard_errors(resp)))
 
 
@@ -374,6 +403,8 @@ async def update(
             sreq.retry_id = retry.retry_id
             sreq.retry_fingerprint = retry.fingerprint
             sreq.history_only = history_only
+        if req.HasField("write_concern"):
+            sreq.write_concern.CopyFrom(req.write_concern)
         return sreq
 
     async def send(
@@ -393,6 +424,9 @@ async def update(
             if a.upserted_id:
                 out.upserted_count += 1
                 out.upserted_id = a.upserted_id
+        wce = worst_write_concern_error(answers)
+        if wce is not None:
+            out.write_concern_error.CopyFrom(wce)
         return out
 
     return await _targeted_write(
@@ -431,12 +465,18 @@ async def delete(
             sreq.retry_id = retry.retry_id
             sreq.retry_fingerprint = retry.fingerprint
             sreq.history_only = history_only
+        if req.HasField("write_concern"):
+            sreq.write_concern.CopyFrom(req.write_concern)
         return await ctx.shards.call(shard, address, "Delete", sreq)
 
     def finish(answers: list[Any]) -> routing_pb2.DeleteResponse:
-        return routing_pb2.DeleteResponse(
+        out = routing_pb2.DeleteResponse(
             request_id=req.request_id, deleted_count=sum(a.deleted_count for a in answers)
         )
+        wce = worst_write_concern_error(answers)
+        if wce is not None:
+            out.write_concern_error.CopyFrom(wce)
+        return out
 
     return await _targeted_write(
         ctx, req.database, req.collection, table, spec, req.multi, False, send, finish, retry

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from lauradb.cluster import routing_pb2_grpc
+from lauradb.cluster import replset_pb2, routing_pb2_grpc, shard_pb2_grpc
 from lauradb.rpc.channels import TlsSettings, make_sync_channel
 from lauradb.rpc.errors import from_rpc_error
 
@@ -21,6 +21,7 @@ class Client:
     def __init__(self, address: str, timeout: float, tls: TlsSettings | None = None) -> None:
         self.address = address
         self.timeout = timeout
+        self.tls = tls
         self._channel = make_sync_channel(address, tls)
         self.router = routing_pb2_grpc.RouterServiceStub(self._channel)
         self.config = routing_pb2_grpc.ConfigServiceStub(self._channel)
@@ -31,6 +32,18 @@ class Client:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, target=self.address) from None
+
+    def hello(self, member: str, timeout: float = 1.0) -> replset_pb2.HelloResponse | None:
+        """``ShardService.Hello`` on a shard member (None when it does not answer)."""
+        channel = make_sync_channel(member, self.tls)
+        try:
+            stub = shard_pb2_grpc.ShardServiceStub(channel)
+            resp: replset_pb2.HelloResponse = stub.Hello(replset_pb2.HelloRequest(), timeout=timeout)
+            return resp
+        except grpc.RpcError:
+            return None
+        finally:
+            channel.close()
 
     def close(self) -> None:
         self._channel.close()

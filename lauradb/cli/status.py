@@ -71,6 +71,23 @@ def collection_status(client: Client, db: str, coll: str, sharded: bool) -> Coll
     return status
 
 
+def _member_rows(client: Client, members: list[str]) -> list[list[str]]:
+    """One row per replica-set member: address, role and term (from its Hello)."""
+    rows = []
+    for member in members:
+        hello = client.hello(member)
+        if hello is None:
+            rows.append([member, "UNREACHABLE", "", ""])
+            continue
+        rows.append([
+            member,
+            hello.role or ("PRIMARY" if hello.is_primary else "?"),
+            f"term: {hello.term}",
+            f"applied: {hello.last_applied_op_id}" + ("" if hello.caught_up else " (catching up)"),
+        ])
+    return rows
+
+
 def render_status(client: Client) -> str:
     shards = client.call(client.config.ListShards, ext.ListShardsRequest()).shards
     balancer = client.call(client.config.GetBalancerStatus, ext.GetBalancerStatusRequest())
@@ -102,6 +119,10 @@ def render_status(client: Client) -> str:
         for s in sorted(shards, key=lambda s: s.shard_id)
     ]
     lines += table(rows) or ["  (none)"]
+    for s in sorted(shards, key=lambda s: s.shard_id):
+        if len(s.members) > 1:
+            lines.append(f"  {s.shard_id} replica set members:")
+            lines += ["  " + line for line in table(_member_rows(client, list(s.members)))]
 
     state = "enabled" if balancer.enabled else "disabled"
     lines.append(

@@ -20,6 +20,7 @@ from lauradb.client._async import AsyncAdmin, AsyncClient, AsyncCollection, Asyn
 from lauradb.client._common import ASCENDING, DESCENDING, ClientOptions
 from lauradb.client._sync import Admin, Client, Collection, Database
 from lauradb.client.bulk import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+from lauradb.client.concern import ReadConcern, ReadPreference, WriteConcern
 from lauradb.client.cursor import AsyncCursor, Cursor
 from lauradb.client.errors import (
     BulkWriteError,
@@ -33,6 +34,7 @@ from lauradb.client.errors import (
     NetworkTimeout,
     OperationFailure,
     ServerUnavailable,
+    WriteConcernError,
     WriteError,
 )
 from lauradb.client.results import (
@@ -76,10 +78,14 @@ __all__ = [
     "LauraDBError",
     "NetworkTimeout",
     "OperationFailure",
+    "ReadConcern",
+    "ReadPreference",
     "ReplaceOne",
     "ServerUnavailable",
     "UpdateMany",
     "UpdateOne",
     "UpdateResult",
+    "WriteConcern",
+    "WriteConcernError",
     "WriteError",
 ]

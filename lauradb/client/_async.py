@@ -28,6 +28,13 @@ from lauradb.client._transport import (
     stub_class,
 )
 from lauradb.client.bulk import WriteOp, bulk_write
+from lauradb.client.concern import (
+    Concerns,
+    ReadConcern,
+    ReadPreference,
+    WriteConcern,
+    apply_concerns,
+)
 from lauradb.client.cursor import AsyncCursor, CursorCore, FindSpec, aggregate_call, find_call
 from lauradb.client.errors import InvalidOperation, LauraDBError, from_rpc_error
 from lauradb.client.results import (
@@ -179,7 +186,11 @@ class AsyncClient:
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
         tls_server_name: str | None = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        read_concern: Any = None,
     ) -> None:
+        self._concerns = Concerns.build(write_concern, read_preference, read_concern)
         self._options = c.ClientOptions.build(
             address,
             timeout=timeout,
@@ -335,6 +346,7 @@ class AsyncCollection:
         self._name = name
         self._db = database.name
         self._codec = database.client.codec_options
+        self._concerns: Concerns = database.client._concerns
 
     @property
     def name(self) -> str:
@@ -375,7 +387,30 @@ class AsyncCollection:
         return f"AsyncCollection({self._database!r}, {self._name!r})"
 
     async def _run(self, program: ops.Program[T]) -> T:
+        if not self._concerns.default:
+            program = apply_concerns(program, self._concerns)
         return await self._database.client._run(program)
+
+    @property
+    def write_concern(self) -> WriteConcern | None:
+        return self._concerns.write_concern
+
+    @property
+    def read_preference(self) -> ReadPreference:
+        return self._concerns.read_preference or ReadPreference.PRIMARY
+
+    @property
+    def read_concern(self) -> ReadConcern | None:
+        return self._concerns.read_concern
+
+    def with_options(
+        self, *, write_concern: Any = None, read_preference: Any = None,
+        read_concern: Any = None, **_ignored: Any,
+    ) -> AsyncCollection:
+        """A copy of this collection with other options (pymongo's ``with_options``)."""
+        other = AsyncCollection(self._database, self._name)
+        other._concerns = self._concerns.replace(write_concern, read_preference, read_concern)
+        return other
 
     @property
     def _transport(self) -> AsyncTransport:
@@ -453,6 +488,8 @@ class AsyncCollection:
         batch_size: int = 0,
     ) -> AsyncCursor:
         spec = FindSpec(self._db, self._name, filter, projection, skip, limit, sort, batch_size)
+        if not self._concerns.default:
+            spec.concerns = self._concerns
         core = CursorCore(find_call(spec, self._codec), self._codec, spec.batch_size, spec.limit)
         return AsyncCursor(self._transport, core, spec)
 
@@ -490,6 +527,8 @@ class AsyncCollection:
         call = aggregate_call(self._db, self._name, pipeline, batch_size=batch_size,
                               allow_disk_use=allow_disk_use, max_memory_bytes=max_memory_bytes,
                               codec=self._codec)
+        if not self._concerns.default:
+            self._concerns.set_on(call.request, "read")
         cursor = AsyncCursor(self._transport, CursorCore(call, self._codec, batch_size))
         await cursor._fetch()
         return cursor

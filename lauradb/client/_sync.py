@@ -16,6 +16,13 @@ from lauradb.client import _common as c
 from lauradb.client import ops
 from lauradb.client._transport import SyncTransport
 from lauradb.client.bulk import WriteOp, bulk_write
+from lauradb.client.concern import (
+    Concerns,
+    ReadConcern,
+    ReadPreference,
+    WriteConcern,
+    apply_concerns,
+)
 from lauradb.client.cursor import Cursor, CursorCore, FindSpec, aggregate_call, find_call
 from lauradb.client.results import (
     BulkWriteResult,
@@ -60,7 +67,11 @@ class Client:
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
         tls_server_name: str | None = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        read_concern: Any = None,
     ) -> None:
+        self._concerns = Concerns.build(write_concern, read_preference, read_concern)
         self._options = c.ClientOptions.build(
             address,
             timeout=timeout,
@@ -226,6 +237,7 @@ class Collection:
         self._name = name
         self._db = database.name
         self._codec = database.client.codec_options
+        self._concerns: Concerns = database.client._concerns
 
     @property
     def name(self) -> str:
@@ -266,7 +278,30 @@ class Collection:
         return f"Collection({self._database!r}, {self._name!r})"
 
     def _run(self, program: ops.Program[T]) -> T:
+        if not self._concerns.default:
+            program = apply_concerns(program, self._concerns)
         return self._database.client._run(program)
+
+    @property
+    def write_concern(self) -> WriteConcern | None:
+        return self._concerns.write_concern
+
+    @property
+    def read_preference(self) -> ReadPreference:
+        return self._concerns.read_preference or ReadPreference.PRIMARY
+
+    @property
+    def read_concern(self) -> ReadConcern | None:
+        return self._concerns.read_concern
+
+    def with_options(
+        self, *, write_concern: Any = None, read_preference: Any = None,
+        read_concern: Any = None, **_ignored: Any,
+    ) -> Collection:
+        """A copy of this collection with other options (pymongo's ``with_options``)."""
+        other = Collection(self._database, self._name)
+        other._concerns = self._concerns.replace(write_concern, read_preference, read_concern)
+        return other
 
     @property
     def _transport(self) -> SyncTransport:
@@ -355,6 +390,8 @@ class Collection:
         then come with GetMore. ``sort``: ``"a"``, ``[("a", 1), ("b", -1)]`` or a
         mapping; chaining (``.sort().skip().limit()``) works until iteration starts."""
         spec = FindSpec(self._db, self._name, filter, projection, skip, limit, sort, batch_size)
+        if not self._concerns.default:
+            spec.concerns = self._concerns
         core = CursorCore(find_call(spec, self._codec), self._codec, spec.batch_size, spec.limit)
         return Cursor(self._transport, core, spec)
 
@@ -393,6 +430,8 @@ class Collection:
         call = aggregate_call(self._db, self._name, pipeline, batch_size=batch_size,
                               allow_disk_use=allow_disk_use, max_memory_bytes=max_memory_bytes,
                               codec=self._codec)
+        if not self._concerns.default:
+            self._concerns.set_on(call.request, "read")
         cursor = Cursor(self._transport, CursorCore(call, self._codec, batch_size))
         cursor._fetch()
         return cursor

@@ -56,6 +56,7 @@ class FindSpec:
         self.limit = c.check_int("limit", limit, non_negative=False)
         self.sort: list[tuple[str, Any]] | None = c.sort_list(sort) if sort is not None else None
         self.batch_size = c.check_int("batch_size", batch_size)
+        self.concerns: Any = None  # lauradb.client.concern.Concerns: read preference/concern
 
     def request(self, codec: CodecOptions[Any]) -> r.QueryRequest:
         req = r.QueryRequest(
@@ -72,6 +73,8 @@ class FindSpec:
         sort = c.sort_doc(self.sort)
         if sort is not None:
             req.sort = c.encode_ordered(sort, codec, "sort")
+        if self.concerns is not None:
+            self.concerns.set_on(req, "read")
         return req
 
 

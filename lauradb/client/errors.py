@@ -48,6 +48,7 @@ __all__ = [
     "NetworkTimeout",
     "OperationFailure",
     "ServerUnavailable",
+    "WriteConcernError",
     "WriteError",
     "error_class",
     "from_error_proto",
@@ -150,6 +151,36 @@ class BulkWriteError(OperationFailure):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (self.__class__, (self.details,))
+
+
+class WriteConcernError(OperationFailure):
+    """The write WAS applied, but its write concern was not satisfied (e.g. wtimeout).
+    ``details["writeConcernError"]``: ``code``, ``codeName``, ``errmsg``,
+    ``acknowledged`` (members that had it); ``result``: the write's result object."""
+
+    default_code = ErrorCode.WRITE_CONCERN_FAILED
+
+    @classmethod
+    def of(cls, wce: Any, result: Any) -> WriteConcernError:
+        code = int(wce.error.code) or int(ErrorCode.WRITE_CONCERN_FAILED)
+        message = wce.error.message or "write concern not satisfied"
+        err = cls(
+            message,
+            code,
+            {
+                "writeConcernError": {
+                    "code": code,
+                    "codeName": wce.error.code_name or _coerce(code).name,
+                    "errmsg": message,
+                    "acknowledged": int(wce.acknowledged),
+                },
+            },
+        )
+        err.result = result
+        err.details["result"] = result
+        return err
+
+    result: Any = None
 
 
 class CursorNotFound(OperationFailure):

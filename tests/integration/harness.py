@@ -41,6 +41,7 @@ from lauradb.bsonkit.codec import encode_ordered
 from lauradb.bsonkit.order import compare
 from lauradb.cluster import (
     cluster_pb2_grpc,
+    replset_pb2,
     router_ext_pb2,
     routing_pb2,
     routing_pb2_grpc,
@@ -285,6 +286,10 @@ class Cluster:
     ``extra_config_args``: more flags for the config server (e.g. balancer settings);
     ``extra_shard_args`` / ``extra_router_args``: more flags for every shard / the router.
     ``add_router`` starts more routers (e.g. with other flags).
+    ``replicas``: members per shard (default 1: standalone shards, as always). With
+    R > 1 every shard is a replica set (``--replset shardI --peers ...``): ``shards[i]``
+    is its member 0, ``members(shard_id)`` all of them; ``primary_of`` / ``kill_primary``
+    find (via Hello) and kill -9 its primary.
     """
 
     def __init__(
@@ -296,8 +301,10 @@ class Cluster:
         extra_config_args: Sequence[str] = (),
         extra_shard_args: Sequence[str] = (),
         extra_router_args: Sequence[str] = (),
+        replicas: int = 1,
     ) -> None:
         self.base_dir = base_dir
+        self.replicas = replicas
         base_dir.mkdir(parents=True, exist_ok=True)
         config_address = f"{HOST}:{free_port()}"
         self.config = self._proc(
@@ -315,6 +322,10 @@ class Cluster:
             )
             for i in range(shards)
         ]
+        # members 1.. of replica-set shards (member 0 is self.shards[i])
+        self.replica_members: dict[str, list[Proc]] = {}
+        if replicas > 1:
+            self._add_replica_members(config_address, log_level, list(extra_shard_args))
         self.router = self._proc(
             "router", "router", f"{HOST}:{free_port()}", None, log_level,
             ["--config", config_address, *extra_router_args],
@@ -347,11 +358,73 @@ class Cluster:
             log_path=self.base_dir / f"{name}.log",
         )
 
+    def _add_replica_members(
+        self, config_address: str, log_level: str, extra_shard_args: list[str]
+    ) -> None:
+        for i, first in enumerate(self.shards):
+            shard_id = f"shard{i}"
+            others = [
+                self._proc(
+                    f"{shard_id}-{j}", "shard_stub", f"{HOST}:{free_port()}", f"{shard_id}-{j}",
+                    log_level, [],
+                )
+                for j in range(1, self.replicas)
+            ]
+            group = [first, *others]
+            addresses = [p.address for p in group]
+            for proc in group:
+                peers = ",".join(a for a in addresses if a != proc.address)
+                proc.args.extend(["--replset", shard_id, "--peers", peers])
+                if proc is not first:
+                    proc.args.extend(["--shard-id", shard_id, "--config", config_address,
+                                      *extra_shard_args])
+            self.replica_members[shard_id] = others
+
     # addresses and processes
 
     @property
     def procs(self) -> list[Proc]:
-        return [self.config, *self.shards, self.router, *self.extra_routers]
+        return [self.config, *self.shard_procs, self.router, *self.extra_routers]
+
+    @property
+    def shard_procs(self) -> list[Proc]:
+        """Every shard process (all members of replica-set shards)."""
+        return [*self.shards, *(p for ms in self.replica_members.values() for p in ms)]
+
+    def members(self, shard_id: str) -> list[Proc]:
+        """All member processes of a shard (just ``shards[i]`` when standalone)."""
+        return [self.shards[self.shard_index(shard_id)], *self.replica_members.get(shard_id, [])]
+
+    async def hello(self, proc: Proc, timeout: float = 2.0) -> replset_pb2.HelloResponse:
+        stub = shard_pb2_grpc.ShardServiceStub(self.channel(proc.address))
+        resp: replset_pb2.HelloResponse = await stub.Hello(
+            replset_pb2.HelloRequest(), timeout=timeout
+        )
+        return resp
+
+    async def primary_of(self, shard_id: str, timeout: float = 20.0) -> Proc:
+        """The member of ``shard_id`` that is primary (highest term), via Hello."""
+
+        async def find() -> Proc | None:
+            best: tuple[int, Proc] | None = None
+            for proc in self.members(shard_id):
+                if not proc.alive:
+                    continue
+                with contextlib.suppress(grpc.RpcError, asyncio.TimeoutError):
+                    resp = await self.hello(proc, timeout=1.0)
+                    if resp.is_primary and (best is None or resp.term > best[0]):
+                        best = (resp.term, proc)
+            return best[1] if best is not None else None
+
+        found = await eventually(find, timeout=timeout, what=f"a primary of {shard_id}")
+        assert found is not None
+        return found
+
+    async def kill_primary(self, shard_id: str) -> Proc:
+        """kill -9 the primary of ``shard_id``; the killed process."""
+        proc = await self.primary_of(shard_id)
+        proc.kill()
+        return proc
 
     @property
     def router_address(self) -> str:
@@ -372,9 +445,9 @@ class Cluster:
 
     async def start(self) -> None:
         """Config server and shards, AddShard for each, then the router; all healthy."""
-        for proc in [self.config, *self.shards]:
+        for proc in [self.config, *self.shard_procs]:
             proc.start()
-        await asyncio.gather(*(proc.wait_healthy() for proc in [self.config, *self.shards]))
+        await asyncio.gather(*(proc.wait_healthy() for proc in [self.config, *self.shard_procs]))
         await self.add_shards()
         self.router.start()
         await self.router.wait_healthy()
@@ -385,13 +458,15 @@ class Cluster:
             for proc in self.shards:
                 host, port = proc.address.rsplit(":", 1)
                 request = routing_pb2.AddShardRequest(shard_id=proc.name, host=host, port=int(port))
+                if proc.name in self.replica_members:
+                    request.members.extend(p.address for p in self.members(proc.name))
                 await stub.AddShard(request, timeout=RPC_TIMEOUT)
 
     async def stop(self, *, check: bool = True) -> None:
         """Router, then shards, then config (SIGTERM; each must exit 0 if ``check``)."""
         await self.close_channels()
         failures: list[str] = []
-        for group in ([self.router, *self.extra_routers], self.shards, [self.config]):
+        for group in ([self.router, *self.extra_routers], self.shard_procs, [self.config]):
             results = await asyncio.gather(
                 *(asyncio.to_thread(proc.terminate, check=check) for proc in group),
                 return_exceptions=True,
@@ -434,7 +509,7 @@ class Cluster:
     async def restart_all(self) -> None:
         """Start every stopped process again on the same ports and dirs (no AddShard)."""
         await self.close_channels()
-        first = [p for p in [self.config, *self.shards] if not p.alive]
+        first = [p for p in [self.config, *self.shard_procs] if not p.alive]
         for proc in first:
             proc.start()
         await asyncio.gather(*(proc.wait_healthy() for proc in first))

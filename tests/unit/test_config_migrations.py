@@ -33,7 +33,7 @@ from config_server.model import (
     combined_version,
 )
 from config_server.shard_removal import COMPLETED, ONGOING, STARTED, ShardRemoval
-from config_server.store import MetadataStore, SqliteMetadataStore
+from config_server.store import SCHEMA_VERSION, MetadataStore, SqliteMetadataStore
 from lauradb.cluster import shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 
@@ -352,7 +352,7 @@ def test_store_upgrades_a_version_2_file(tmp_path: Path) -> None:
     s.close()
     s = SqliteMetadataStore(tmp_path / "old")
     with s.snapshot() as tx:
-        assert tx.get_meta("schema_version") == "3"
+        assert tx.get_meta("schema_version") == str(SCHEMA_VERSION)
         assert tx.list_migrations() == []
     s.close()
 
