@@ -63,14 +63,14 @@ class ConfigServerApp:
         )
         self.server.add_service(
             cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
-            ClusterService(self.catalog, self.detector),
+            ClusterService(self.catalog, self.detector, pool_hello(self.pool)),
             CLUSTER_SERVICE,
         )
         self.server.add_service(
             routing_pb2_grpc.add_ConfigServiceServicer_to_server,
             ConfigService(
                 self.catalog, self.notifier, self.migrator, self.balancer, self.removal,
-                self.mover,
+                self.mover, hello=pool_hello(self.pool),
             ),
             CONFIG_SERVICE,
         )

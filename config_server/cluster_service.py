@@ -6,13 +6,16 @@ import logging
 import time
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from config_server import convert
 from config_server.catalog import Catalog, TopologyView
 from config_server.failure_detector import FailureDetector
+from config_server.replset_checks import check_member_view
 from lauradb.cluster import cluster_pb2, cluster_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
+from lauradb.replset.monitor import HelloFn
 from lauradb.rpc.server import rpc_method
 
 log = logging.getLogger("lauradb.config.cluster")
@@ -21,9 +24,12 @@ Context = aio.ServicerContext[Any, Any]
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
-    def __init__(self, catalog: Catalog, detector: FailureDetector) -> None:
+    def __init__(
+        self, catalog: Catalog, detector: FailureDetector, hello: HelloFn | None = None
+    ) -> None:
         self.catalog = catalog
         self.detector = detector
+        self.hello = hello  # Hello on a member: checks a registering member's --peers
         self._shard_cache: tuple[TopologyView, list[cluster_pb2.ShardInfo]] | None = None
         # Replica-set members' live state (registration, then every heartbeat):
         # node id -> (replset, role, term). Not persisted: heartbeats refill it.
@@ -85,6 +91,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
                 f"node '{node.id}' needs a host and a port in 1..65535, "
                 f"got {node.host!r}:{node.port}",
             )
+        await self._check_replica_member(node)
         record = convert.node_record(node, now_ms=int(time.time() * 1000))
         version = self.catalog.register_node(record)
         self._note_member(node.id, node.replset, int(node.role), node.term)
@@ -97,6 +104,41 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
             cluster_nodes=topology.nodes,
             topology=topology,
         )
+
+    async def _check_replica_member(self, node: cluster_pb2.Node) -> None:
+        """A replica-set member registering for a shard whose members are recorded
+        (AddShard done): it must be one of them, and its --peers must agree with the
+        record (BAD_VALUE otherwise; the record is kept and the node stays unregistered)."""
+        if not (node.replset and node.shard_id):
+            return
+        try:
+            shard = self.catalog.get_shard(node.shard_id)
+        except LauraError:
+            return  # not added yet: AddShard checks the members then
+        if not shard.members:
+            return
+        address = f"{node.host}:{node.port}"
+        listing = ", ".join(shard.members)
+        if address not in shard.members:
+            raise LauraError(
+                ErrorCode.BAD_VALUE,
+                f"node '{node.id}' at {address} registers as a member of replica set "
+                f"'{node.replset}' for shard '{node.shard_id}', but the config server records "
+                f"the shard's members as [{listing}]: start it with the --shard-id/--port of a "
+                f"recorded member, or AddShard the shard with all its members",
+            )
+        if self.hello is None:
+            return
+        try:
+            view = await self.hello(address, 1.0)
+        except (grpc.RpcError, LauraError) as exc:
+            log.debug("cannot check the peers of %s: %s", address, exc)
+            return
+        try:
+            await check_member_view(node.shard_id, shard.members, address, view, self.hello)
+        except LauraError as err:
+            log.warning("registration of %s refused: %s", node.id, err.message)
+            raise
 
     @rpc_method
     async def DeregisterNode(

@@ -14,12 +14,14 @@ from config_server.catalog import Catalog, DroppedNamespaces
 from config_server.migrations import Migrator
 from config_server.model import HASH, IndexRecord, MigrationRecord, combined_version
 from config_server.move_primary import PrimaryMover
+from config_server.replset_checks import check_members_agree
 from config_server.shard_notifier import ShardNotifier
 from config_server.shard_removal import STARTED, ShardRemoval
 from lauradb.bsonkit.codec import decode_document, encode_ordered
 from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.replset import validate_members
+from lauradb.replset.monitor import HelloFn
 from lauradb.rpc.errors import to_proto
 from lauradb.rpc.server import rpc_method
 
@@ -68,8 +70,10 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
         balancer: Balancer,
         removal: ShardRemoval,
         mover: PrimaryMover | None = None,
+        hello: HelloFn | None = None,
     ) -> None:
         self.catalog = catalog
+        self.hello = hello  # Hello on a member (member-list consistency checks)
         self.mover = mover or PrimaryMover(catalog, notifier, migrator.rpc)
         self.notifier = notifier
         self.migrator = migrator
@@ -98,6 +102,8 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
         replset = ""
         if len(members) > 1:
             replset = await self.notifier.check_members(request.shard_id, members)
+            if self.hello is not None:
+                await check_members_agree(request.shard_id, members, self.hello)
         else:
             await self.notifier.check_health(request.shard_id, request.host, request.port)
         outcome = self.catalog.add_shard(

@@ -31,6 +31,7 @@ standalone shard has ``oplog = None`` and writes none).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -315,14 +316,61 @@ class ShardStorage:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def open(self) -> None:
-        """Open (creating if needed) the database; OPERATION_FAILED when impossible."""
+    def open(self, *, recover_corrupt: bool = False) -> None:
+        """Open (creating if needed) the database; OPERATION_FAILED when impossible.
+
+        A corrupt file (SQLite cannot read its header, schema or catalog): with
+        ``recover_corrupt`` (a replica-set member, which can resync from its set) it is
+        moved aside to ``<file>.corrupt-<time>`` and the member starts empty (the follower
+        then runs an initial sync); otherwise (a standalone shard has nowhere to resync
+        from) OPERATION_FAILED says so."""
         try:
             self._open()
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.DatabaseError as exc:
+            self._close_connections()
+            if not recover_corrupt:
+                raise LauraError(
+                    ErrorCode.OPERATION_FAILED,
+                    f"shard storage {self.path} is corrupt ({exc}); a standalone shard has no "
+                    f"replica to resync from: restore the file from a backup, or move it "
+                    f"aside to start empty",
+                ) from None
+            aside = self._move_aside(str(exc))
+            try:
+                self._open()
+            except (OSError, sqlite3.Error) as again:
+                raise LauraError(
+                    ErrorCode.OPERATION_FAILED,
+                    f"cannot open shard storage at {self.path} (the corrupt file was moved to "
+                    f"{aside}): {again}",
+                ) from None
+        except OSError as exc:
+            self._close_connections()
             raise LauraError(
                 ErrorCode.OPERATION_FAILED, f"cannot open shard storage at {self.path}: {exc}"
             ) from None
+
+    def _close_connections(self) -> None:
+        for conn in (self._r, self._w):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+        self._r = self._w = None
+        self._catalog = {}
+
+    def _move_aside(self, why: str) -> Path:
+        """Rename the corrupt database file (and its WAL/shared-memory files)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                src.rename(Path(f"{aside}{suffix}"))
+        log.error(
+            "storage %s is corrupt (%s): moved it to %s; this replica-set member starts "
+            "empty and resyncs from its replica set", self.path, why, aside,
+        )
+        return aside
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

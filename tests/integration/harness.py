@@ -50,6 +50,7 @@ from lauradb.cluster import (
 )
 from lauradb.errors import LauraError
 from lauradb.rpc.channels import CHANNEL_OPTIONS
+from lauradb.rpc.errors import from_proto as from_rpc_error_proto
 from lauradb.rpc.errors import from_rpc_error
 from lauradb.rpc.server import wait_for_health
 
@@ -556,6 +557,23 @@ class Cluster:
     def shard_stub(self, index: int) -> shard_pb2_grpc.ShardServiceStub:
         return shard_pb2_grpc.ShardServiceStub(self.channel(self.shards[index].address))
 
+    def shard_stub_at(self, proc: Proc) -> shard_pb2_grpc.ShardServiceStub:
+        """ShardService on one shard process (e.g. a replica-set member)."""
+        return shard_pb2_grpc.ShardServiceStub(self.channel(proc.address))
+
+    async def member_ids(self, proc: Proc, db: str, coll: str) -> set[Any]:
+        """The ``_id``s one shard process holds (read on it directly, version check
+        skipped, secondaries allowed)."""
+        request = shard_pb2.ShardFindRequest(
+            database=db, collection=coll, filter=enc({}),
+            version=shard_pb2.ShardVersion(ignore=True), secondary_ok=True, batch_size=100_000,
+        )
+        resp = await self.shard_stub_at(proc).Find(request, timeout=RPC_TIMEOUT)
+        if resp.error.code:
+            raise from_rpc_error_proto(resp.error)
+        assert not resp.cursor_id, f"{proc.name}: more than one batch"
+        return {dec(d)["_id"] for d in resp.documents}
+
     async def shard_count(self, index: int, db: str, coll: str, filter: Mapping[str, Any]) -> int:
         """Documents one shard holds (version check skipped), orphans filtered."""
         request = shard_pb2.ShardCountRequest(
@@ -783,3 +801,95 @@ async def ping(address: str, timeout: float = 1.0) -> bool:
         await wait_for_health(address, timeout)
         return True
     return False
+
+
+# --- network faults ----------------------------------------------------------------------
+
+
+class TcpProxy:
+    """A TCP forwarder on a free loopback port to ``target`` (host:port), in the test's
+    event loop. ``cut()`` closes every forwarded connection and refuses new ones (a
+    network partition of this link, both directions); ``heal()`` lets traffic through
+    again. gRPC sees a cut link as UNAVAILABLE and reconnects after ``heal``."""
+
+    def __init__(self, target: str, name: str = "") -> None:
+        self.target = target
+        self.name = name or target
+        self.port = free_port()
+        self.address = f"{HOST}:{self.port}"
+        self.is_cut = False
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, HOST, self.port)
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    def cut(self) -> None:
+        self.is_cut = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def heal(self) -> None:
+        self.is_cut = False
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.is_cut:
+            writer.transport.abort()
+            return
+        host, port = self.target.rsplit(":", 1)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            writer.transport.abort()
+            return
+        if self.is_cut:  # cut while connecting
+            writer.transport.abort()
+            up_writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        try:
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        finally:
+            self._writers.discard(writer)
+            self._writers.discard(up_writer)
+
+
+def proxy_replica_links(cluster: Cluster) -> dict[tuple[str, str], TcpProxy]:
+    """Route every member-to-member link of the cluster's replica sets through its own
+    ``TcpProxy`` (call before ``cluster.start()``, then ``start()`` the proxies): member
+    A's ``--peers`` names the proxy A->B instead of B. Returns ``(A, B) -> proxy`` by
+    process name; the config server and routers still reach members directly."""
+    links: dict[tuple[str, str], TcpProxy] = {}
+    for shard_id in cluster.replica_members:
+        group = cluster.members(shard_id)
+        for src in group:
+            peers = []
+            for dst in group:
+                if dst is src:
+                    continue
+                proxy = TcpProxy(dst.address, f"{src.name}->{dst.name}")
+                links[(src.name, dst.name)] = proxy
+                peers.append(proxy.address)
+            i = src.args.index("--peers")
+            src.args[i + 1] = ",".join(peers)
+    return links
