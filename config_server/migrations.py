@@ -31,6 +31,9 @@ from lauradb.errors import ErrorCode, LauraError
 
 log = logging.getLogger("lauradb.config.migrations")
 
+ABORT_RETRIES = 5  # RecvChunkAbort to a replica-set recipient that was failing over
+ABORT_RETRY_S = 1.0
+
 
 @dataclass(frozen=True)
 class MigrationOutcome:
@@ -136,7 +139,7 @@ class Migrator:
             "migration %s failed: chunk %s of %s stays on %s: %s",
             final.migration_id, final.chunk_id, final.namespace, final.from_shard, final.error,
         )
-        await self.rpc.abort_receive(recipient, record.migration_id)
+        await self._abort_receive(recipient, record.migration_id)
         if error is None:
             error = LauraError(ErrorCode.OPERATION_FAILED, final.error)
         return MigrationOutcome(final, error)
@@ -190,10 +193,25 @@ class Migrator:
             recipient = shards.get(row.to_shard)
             if row.state != MIGRATION_COMMITTED and recipient is not None:
                 self._spawn(
-                    self.rpc.abort_receive(recipient, row.migration_id),
+                    self._abort_receive(recipient, row.migration_id),
                     f"abort-{row.migration_id}",
                 )
         return rows
+
+    async def _abort_receive(self, recipient: ShardRecord, migration_id: str) -> None:
+        """Tell the recipient to abort (best effort). A replica-set recipient in a
+        failover is told again in the background, at its new primary (the monitor finds
+        it), so it drops the received documents without waiting for its own timeouts."""
+        if await self.rpc.abort_receive(recipient, migration_id) or not recipient.members:
+            return
+
+        async def again() -> None:
+            for _ in range(ABORT_RETRIES):
+                await asyncio.sleep(ABORT_RETRY_S)
+                if await self.rpc.abort_receive(recipient, migration_id):
+                    return
+
+        self._spawn(again(), f"abort-{migration_id}")
 
     def busy_shards(self) -> set[str]:
         return self.meta.busy_shards()

@@ -36,6 +36,7 @@ from shard_stub.replica.node import (
     DEFAULT_OPLOG_MAX_ENTRIES,
     ReplicaConfig,
     ReplicaNode,
+    Role,
 )
 from shard_stub.replica.service import SERVICE_NAME as REPLICATION_SERVICE_NAME
 from shard_stub.replica.service import ReplicationServicer
@@ -220,8 +221,15 @@ class ShardApp:
                 self.data_dir,
             )
             self.servicer.set_replica(self.replica)
-            recipient = self.migrations.recipient
-            recipient.replication_wait = self.servicer.wait_majority_of_last_write
+            # Migration state replicates; migrations run (and recover) on the primary.
+            migrations = self.migrations
+            migrations.replicate(self.servicer.wait_majority_of_last_write)
+            self.replica.role_switch_hooks.append(
+                lambda role: migrations.role_switching(role is Role.PRIMARY)
+            )
+            self.replica.role_listeners.append(
+                lambda role: migrations.role_changed(role is Role.PRIMARY)
+            )
             self.server.add_service(
                 replication_pb2_grpc.add_ReplicationServiceServicer_to_server,
                 ReplicationServicer(self.replica),
@@ -255,7 +263,8 @@ class ShardApp:
     async def start(self) -> int:
         """Open storage, serve (SERVING), then join the cluster in the background."""
         self._lock_fd = lock_data_dir(self.data_dir)
-        await asyncio.to_thread(self.storage.open)
+        # a replica-set member with a corrupt data file starts empty and resyncs
+        await asyncio.to_thread(self.storage.open, recover_corrupt=self.replica is not None)
         if self.replica is not None:
             # Writes that would log entries fail until this member is elected.
             self.storage.is_primary = False

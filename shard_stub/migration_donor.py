@@ -36,7 +36,7 @@ import contextlib
 import logging
 import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +141,11 @@ class MigrationDonor:
         self.port = 0
         self.active: dict[str, DonorMigration] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Replica set (see ``Migrations.replicate``): False while this member is not
+        # the primary; ``wait_majority`` blocks until everything written so far is
+        # majority-committed (the "committing" state must be before the config commit).
+        self.primary = True
+        self.wait_majority: Callable[[], Awaitable[None]] | None = None
 
     @property
     def busy(self) -> bool:
@@ -196,7 +201,16 @@ class MigrationDonor:
         self.active[req.migration_id] = mig
         # The migration runs on its own: a cancelled MoveRange call must not cut it short.
         task = self._spawn(self._run(mig), f"donate {mig.migration_id}")
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled() and not self.primary:
+                raise LauraError(
+                    ErrorCode.INTERRUPTED_DUE_TO_REPL_STATE_CHANGE,
+                    f"migration {req.migration_id}: shard {self.shard_id}'s member stepped "
+                    f"down from primary; the migration was abandoned",
+                ) from None
+            raise
 
     async def _prepare(self, ns: str, req: shard_pb2.MoveRangeRequest) -> DonorMigration:
         db, coll = ns.split(".", 1)
@@ -244,7 +258,7 @@ class MigrationDonor:
             rec.migration_id, r.describe(), rec.chunk_id, rec.to_shard, rec.to_address,
         )
         try:
-            self.store.save_donor(rec)
+            await asyncio.to_thread(self.store.save_donor, rec)
             await asyncio.to_thread(self.storage.change_guard, r.ns, self._hook(mig))
             mig.snapshot = await asyncio.to_thread(self.storage.range_id_keys, r.ns, r.keys)
             log.info("migration %s: %d documents to clone", rec.migration_id, len(mig.snapshot))
@@ -256,7 +270,7 @@ class MigrationDonor:
             if cached is not None and cached.epoch == rec.epoch:
                 mig.version_before = max(mig.version_before, cached.shard_version)
             self._set_phase(mig, "critical")
-            self.store.set_donor_phase(rec.migration_id, "critical")
+            await asyncio.to_thread(self.store.set_donor_phase, rec.migration_id, "critical")
             status = await peer.recv_commit(rec.migration_id, self.settings.recv_commit_timeout_s)
             if status.state != "done":
                 raise LauraError(
@@ -265,7 +279,12 @@ class MigrationDonor:
                     f"({status.failure})",
                 )
             docs, size = await asyncio.to_thread(self.storage.range_stats, r.ns, r.keys)
-            self.store.set_donor_phase(rec.migration_id, "committing")
+            await asyncio.to_thread(self.store.set_donor_phase, rec.migration_id, "committing")
+            if self.wait_majority is not None:
+                # A primary elected after a failover must know the migration may have
+                # committed (it re-enters the critical section and asks the config
+                # server) before the config server can commit it.
+                await self.wait_majority()
             self._set_phase(mig, "committing")
             committing = True
             outcome = await self._commit(mig)
@@ -386,8 +405,13 @@ class MigrationDonor:
             mig.log.clear()
             self.active.pop(rec.migration_id, None)
             self._set_phase(mig, "")
+        if not self.primary:
+            # Stepped down: the state (and the recipient) are the new primary's business.
+            log.warning("migration %s abandoned (member stepped down): %s",
+                        rec.migration_id, reason)
+            return
         with contextlib.suppress(LauraError):
-            self.store.drop_donor(rec.migration_id)
+            await asyncio.to_thread(self.store.drop_donor, rec.migration_id)
         OUTCOMES.labels(ROLE, "aborted").inc()
         log.warning("migration %s aborted: %s", rec.migration_id, reason)
         if peer is not None:
@@ -490,7 +514,7 @@ class MigrationDonor:
         except LauraError as err:  # the fence keeps stale writes out meanwhile
             log.warning("migration %s: metadata refresh after commit failed: %s",
                         rec.migration_id, err.message)
-        deletion_id = self.store.donor_committed(rec.migration_id, r, rec.epoch)
+        deletion_id = await asyncio.to_thread(self.store.donor_committed, rec.migration_id, r, rec.epoch)
         # Writes placed with metadata older than the commit must not touch the range.
         before = (mig.version_before[0], mig.version_before[1] + 1)
         fence = (
@@ -518,12 +542,13 @@ class MigrationDonor:
         return section_s
 
     async def _drop_fence_later(self, ns: str, fence: Fence) -> None:
-        await asyncio.sleep(FENCE_TTL_S)
-
         def change(guard: NamespaceGuard) -> None:
             guard.remove_fence(fence)
 
-        await asyncio.to_thread(self.storage.change_guard, ns, change)
+        try:
+            await asyncio.sleep(FENCE_TTL_S)
+        finally:  # also when a step-down cancels the wait
+            await asyncio.to_thread(self.storage.change_guard, ns, change)
 
     async def _resolve_in_background(self, mig: DonorMigration, restarted: bool = False) -> None:
         rec = mig.record
@@ -538,34 +563,62 @@ class MigrationDonor:
 
     # ------------------------------------------------------------------ recovery
 
-    async def recover(self) -> None:
-        """Before serving: re-enter the critical section of migrations that were
-        committing; abort the others (resolution and notices run in the background)."""
+    def fence_committing(self) -> None:
+        """Re-enter the critical section of every persisted ``committing`` migration
+        (worker thread; on a replica-set member at step-up, under the storage write lock
+        before the member accepts writes): the config server may have committed it."""
         for rec in self.store.donors():
-            peer = ShardPeer(self.pool, rec.to_address, self.settings.call_timeout_s)
-            if rec.phase != "committing":
-                log.warning(
-                    "migration %s (%s) interrupted in phase %s by a restart: aborted",
-                    rec.migration_id, rec.range.describe(), rec.phase,
-                )
-                self.store.drop_donor(rec.migration_id)
-                OUTCOMES.labels(ROLE, "aborted").inc()
-                self._spawn(self._notify_abort(peer, rec.migration_id), "abort notice")
+            if rec.phase != "committing" or rec.migration_id in self.active:
                 continue
             mig = DonorMigration(
                 rec, CriticalSection(rec.range.ns, rec.range.keys, rec.range.describe()),
                 TransferLog(rec.range.keys),
             )
             mig.section.enter()
-            await asyncio.to_thread(
-                self.storage.change_guard, rec.range.ns, _adding_section(mig.section)
-            )
+            self.storage.change_guard(rec.range.ns, _adding_section(mig.section))
+            self.active[rec.migration_id] = mig
+
+    async def step_down(self) -> None:
+        """This member is no longer primary: stop every migration task and forget the
+        in-memory state (the persisted state is the new primary's, via the oplog)."""
+        self.primary = False
+        await self.close()
+        for mig in list(self.active.values()):
+            try:
+                await asyncio.to_thread(
+                    self.storage.change_guard, mig.range.ns, self._unhook(mig)
+                )
+            finally:
+                mig.section.leave()
+                mig.log.clear()
+                self._set_phase(mig, "")
+        self.active.clear()
+
+    async def recover(self) -> None:
+        """Before serving (or on becoming primary): re-enter the critical section of
+        migrations that were committing; abort the others (resolution and notices run
+        in the background)."""
+        await asyncio.to_thread(self.fence_committing)
+        for rec in self.store.donors():
+            peer = ShardPeer(self.pool, rec.to_address, self.settings.call_timeout_s)
+            if rec.phase != "committing":
+                log.warning(
+                    "migration %s (%s) interrupted in phase %s by a restart or failover: aborted",
+                    rec.migration_id, rec.range.describe(), rec.phase,
+                )
+                await asyncio.to_thread(self.store.drop_donor, rec.migration_id)
+                OUTCOMES.labels(ROLE, "aborted").inc()
+                self._spawn(self._notify_abort(peer, rec.migration_id), "abort notice")
+                continue
+            mig = self.active.get(rec.migration_id)
+            if mig is None:  # fenced above
+                continue
             log.warning(
-                "migration %s (%s) was committing when the shard stopped: writes to the range "
-                "are blocked until the config server's outcome is known",
+                "migration %s (%s) was committing when the shard stopped (or its primary "
+                "changed): writes to the range are blocked until the config server's "
+                "outcome is known",
                 rec.migration_id, rec.range.describe(),
             )
-            self.active[rec.migration_id] = mig
             self._spawn(
                 self._resolve_in_background(mig, restarted=True), f"resolve {rec.migration_id}"
             )

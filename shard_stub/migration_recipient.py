@@ -167,6 +167,17 @@ class MigrationRecipient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    async def step_down(self) -> None:
+        """This member is no longer primary: stop receiving and resolving, forget the
+        in-memory state (the persisted state is the new primary's, via the oplog)."""
+        await self.close()
+        for mig in [*self.active.values(), *self.finished.values()]:
+            await self._stop(mig)
+            if mig.state in TRACKED:
+                self._set_state(mig, "stepped_down")
+        self.active.clear()
+        self.finished.clear()
+
     def poke(self) -> None:
         """Metadata changed (RefreshMetadata): look at ``done`` migrations now."""
         self._wake.set()
@@ -245,14 +256,14 @@ class MigrationRecipient:
             req.migration_id, r, req.epoch, req.from_shard_id,
             f"{req.from_host}:{req.from_port}", "cloning",
         )
-        self.store.save_recipient(record)
+        await asyncio.to_thread(self.store.save_recipient, record)
         try:
             await self.deleter.cancel_overlapping(ns, r.keys)
             if self.storage.collection(ns) is None and self.ensure_indexes is not None:
                 await self.ensure_indexes(db, coll)
             await asyncio.to_thread(self.storage.ensure_collection, ns, meta.pattern)
         except BaseException:
-            self.store.drop_recipient(req.migration_id)
+            await asyncio.to_thread(self.store.drop_recipient, req.migration_id)
             raise
         log.info(
             "migration %s: receiving %s from %s at %s",
@@ -281,14 +292,17 @@ class MigrationRecipient:
                 if n == 0 and not more:
                     break
             await self._pull_history(mig, peer)
+            await asyncio.to_thread(self.store.set_recipient_state, migration_id, "done")
             if self.replication_wait is not None:
+                # Replica set: the received documents AND the "done" state must be
+                # majority-committed before the donor may commit: a new primary then
+                # has both (and resolves the outcome instead of deleting the range).
                 await self.replication_wait()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             await self._fail(mig, f"final catch-up failed: {_reason(exc)}")
             raise
-        self.store.set_recipient_state(migration_id, "done")
         self._set_state(mig, "done")
         log.info(
             "migration %s: caught up for the commit (%d documents cloned, %d mods applied, "
@@ -307,7 +321,14 @@ class MigrationRecipient:
             return shard_pb2.RecvChunkStatusResponse(state="aborted")
         if mig.state == "done" and await self._owned_now(mig):
             log.warning("migration %s: abort refused, the range is owned here now", migration_id)
-            self._finish(mig)
+            await self._finish(mig)
+            return mig.status()
+        if mig.state == "done" and await self._config_undecided(mig):
+            # The donor may still commit (e.g. the abort comes from a donor member that
+            # was deposed while its commit was on the way): only the config server's
+            # record decides; ``_resolve`` keeps asking it.
+            log.warning("migration %s: abort postponed, the config server's record is still "
+                        "running", migration_id)
             return mig.status()
         await self._stop(mig)
         await self._cleanup(mig, "aborted", "aborted by the donor or the config server")
@@ -372,7 +393,7 @@ class MigrationRecipient:
             while not mig.committing:
                 n, more = await self._apply_mods(mig, peer, final=False)
                 if mig.state == "catchup" and not more and n < s.steady_mods:
-                    self.store.set_recipient_state(mig.migration_id, "steady")
+                    await asyncio.to_thread(self.store.set_recipient_state, mig.migration_id, "steady")
                     self._set_state(mig, "steady")
                 if not more:
                     if time.monotonic() - mig.history_pulled_at > HISTORY_POLL_S:
@@ -482,7 +503,7 @@ class MigrationRecipient:
             deleted = await self._delete_range(r)
             log.info("migration %s %s: deleted %d received documents of %s (%s)",
                      mig.migration_id, state, deleted, r.describe(), reason)
-            self.store.drop_recipient(mig.migration_id)
+            await asyncio.to_thread(self.store.drop_recipient, mig.migration_id)
         except LauraError as err:
             log.warning("migration %s: cleanup failed (retried after a restart): %s",
                         mig.migration_id, err.message)
@@ -490,9 +511,9 @@ class MigrationRecipient:
         OUTCOMES.labels(ROLE, state).inc()
         self._retire(mig)
 
-    def _finish(self, mig: RecipientMigration) -> None:
+    async def _finish(self, mig: RecipientMigration) -> None:
         with contextlib.suppress(LauraError):
-            self.store.drop_recipient(mig.migration_id)
+            await asyncio.to_thread(self.store.drop_recipient, mig.migration_id)
         self._set_state(mig, "committed")
         OUTCOMES.labels(ROLE, "committed").inc()
         log.info("migration %s: committed, %s is owned here now",
@@ -518,6 +539,16 @@ class MigrationRecipient:
         meta = await self.metadata.refresh(r.database, r.collection)
         return owns_range(meta, mig.record.epoch, r)
 
+    async def _config_undecided(self, mig: RecipientMigration) -> bool:
+        """Whether the config server's record of ``mig`` may still commit (running, or
+        the config server cannot be asked); False when it has no record (a MoveRange
+        driven directly) or decided."""
+        try:
+            info = await self.config.migration_state(mig.migration_id)
+        except CallFailed:
+            return True
+        return info is not None and info.state not in ("committed", "aborted", "failed")
+
     async def _resolve(self, mig: RecipientMigration) -> None:
         """A ``done`` migration: wait until it is known to be committed or not."""
         delay = 0.05
@@ -525,22 +556,26 @@ class MigrationRecipient:
         while self.active.get(mid) is mig:
             try:
                 if await self._owned_now(mig, refresh=False):
-                    self._finish(mig)
+                    await self._finish(mig)
                     return
                 info = await self.config.migration_state(mid)
                 if info is not None and info.state == "committed":
                     if await self._owned_now(mig):
-                        self._finish(mig)
+                        await self._finish(mig)
                         return
                 elif info is not None and info.state in ("aborted", "failed"):
                     await self._cleanup(mig, "aborted", f"the config server says {info.state}")
                     return
-                status = await self._donor(mig).migration_status()
-                donating = any(m.migration_id == mid for m in status.migrations)
-                if not donating:
+                # A running record: the config server decides, not the donor (a donor
+                # member that just took over may not know the migration yet). No record
+                # (a MoveRange driven directly): the donor's answer.
+                if info is None and not any(
+                    m.migration_id == mid
+                    for m in (await self._donor(mig).migration_status()).migrations
+                ):
                     # The donor knows the outcome and moved on: our metadata decides.
                     if await self._owned_now(mig):
-                        self._finish(mig)
+                        await self._finish(mig)
                     else:
                         await self._cleanup(mig, "aborted", "the donor did not commit")
                     return
@@ -556,8 +591,11 @@ class MigrationRecipient:
     # ------------------------------------------------------------------ recovery
 
     async def recover(self) -> None:
-        """Before serving: clean up interrupted receives; resolve ``done`` ones later."""
+        """Before serving (or on becoming primary): clean up interrupted receives;
+        resolve ``done`` ones later."""
         for rec in self.store.recipients():
+            if rec.migration_id in self.active:
+                continue
             mig = RecipientMigration(rec, state="recovering")
             if rec.state == "done":
                 self.active[rec.migration_id] = mig
@@ -573,10 +611,10 @@ class MigrationRecipient:
             except (TimeoutError, LauraError):
                 owned = False  # before "done" the donor cannot have committed
             if owned:
-                self._finish(mig)
+                await self._finish(mig)
                 continue
             deleted = await self._delete_range(rec.range)
-            self.store.drop_recipient(rec.migration_id)
+            await asyncio.to_thread(self.store.drop_recipient, rec.migration_id)
             mig.state = "aborted"
             self._retire(mig)
             OUTCOMES.labels(ROLE, "aborted").inc()

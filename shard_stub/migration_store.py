@@ -17,12 +17,12 @@ The tables are tiny and rarely written; calls are synchronous and fast.
 Replica sets: the state must survive a failover, so it replicates through the shard's
 oplog as whole-state snapshots (the tables are tiny): with ``on_change`` set, every
 change calls it with ``dump()`` (BSON of all three tables, in change order); a follower
-applies such a snapshot with ``restore_dump`` (idempotent: replaces everything). Wiring
-(replica-set members only)::
-
-    store.on_change = lambda raw: storage.log_state(MIGRATION_STATE, raw)
-    storage.state_appliers[MIGRATION_STATE] = store.restore_dump
-    storage.state_sources[MIGRATION_STATE] = store.dump   # initial sync
+applies such a snapshot with ``restore_dump`` (idempotent: replaces everything).
+``Migrations.replicate`` wires it on replica-set members: ``on_change`` logs the
+snapshot (``storage.log_state``), ``change_scope`` holds the storage write lock and
+refuses changes on a non-primary, ``storage.state_appliers``/``state_sources`` apply
+and copy (initial sync) the snapshots. Mutators are synchronous (they may wait for the
+storage write lock): call them from a worker thread, not the event loop.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -129,7 +130,8 @@ def _replicated(
     def wrapper(self: MigrationStore, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         if self.on_change is None:
             return fn(self, *args, **kwargs)
-        with self._log_lock:
+        scope = self.change_scope() if self.change_scope is not None else nullcontext()
+        with scope, self._log_lock:
             out = fn(self, *args, **kwargs)
             self.on_change(self.dump())
             return out
@@ -146,6 +148,10 @@ class MigrationStore:
         self._lock = threading.Lock()
         self._log_lock = threading.Lock()  # (change + on_change) in order; never under _lock
         self.on_change: Callable[[bytes], None] | None = None
+        # Entered around (change + on_change): on a replica-set member it holds the
+        # storage write lock and refuses changes unless the member is primary, so a
+        # change is never made locally without its oplog entry (no step-down between).
+        self.change_scope: Callable[[], AbstractContextManager[Any]] | None = None
 
     def open(self) -> None:
         try:
@@ -299,6 +305,10 @@ class MigrationStore:
             return bson.encode(
                 {t: [list(r) for r in conn.execute(f"SELECT * FROM {t}")] for t in _TABLES}
             )
+
+    @_replicated
+    def publish(self) -> None:
+        """Log the whole state as it is (a new primary re-asserts its state)."""
 
     def restore_dump(self, raw: bytes) -> None:
         """Replace the whole state with a ``dump`` (one transaction; idempotent)."""

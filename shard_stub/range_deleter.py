@@ -91,7 +91,7 @@ class RangeDeleter:
             dropped = 0
             for d in self.store.range_deletions():
                 if d.range.ns == ns and d.range.keys.overlaps(keys):
-                    self.store.drop_range_deletion(d.deletion_id)
+                    await asyncio.to_thread(self.store.drop_range_deletion, d.deletion_id)
                     self._cancelled.add(d.deletion_id)
                     dropped += 1
                     log.info(
@@ -146,16 +146,16 @@ class RangeDeleter:
         ):
             meta = await self.metadata.refresh(r.database, r.collection)
         if not meta.sharded or meta.epoch != d.epoch:
-            self._drop(d, "the collection was dropped or re-created meanwhile")
+            await self._drop(d, "the collection was dropped or re-created meanwhile")
             return False
         if meta.owned is not None and meta.owned.overlaps(r.keys):
-            self._drop(d, "this shard owns (part of) the range again")
+            await self._drop(d, "this shard owns (part of) the range again")
             return False
         return True
 
-    def _drop(self, d: RangeDeletion, why: str) -> None:
+    async def _drop(self, d: RangeDeletion, why: str) -> None:
         log.warning("range deletion of %s dropped: %s", d.range.describe(), why)
-        self.store.drop_range_deletion(d.deletion_id)
+        await asyncio.to_thread(self.store.drop_range_deletion, d.deletion_id)
         self._update_gauge()
 
     async def _delete(self, d: RangeDeletion) -> None:
@@ -172,7 +172,7 @@ class RangeDeleter:
                 total += n
                 RANGE_DELETED_DOCUMENTS.inc(n)
                 if n < self.batch_size:
-                    self.store.drop_range_deletion(d.deletion_id)
+                    await asyncio.to_thread(self.store.drop_range_deletion, d.deletion_id)
                     break
             await asyncio.sleep(BATCH_PAUSE_S)
         self.deleted_ranges += 1

@@ -57,6 +57,7 @@ T = TypeVar("T")
 
 DEFAULT_ELECTION_TIMEOUT_MS = 500
 DEFAULT_OPLOG_MAX_ENTRIES = 500_000
+STEP_DOWN_MIN_S = 3.0  # see Node.step_down_timeout_s
 TICK_S = 0.025
 HEARTBEAT_S = 0.1  # stream heartbeats, acks, step-down checks
 PEER_POLL_S = 0.1  # Hello to peers while no primary is followed
@@ -64,6 +65,7 @@ PEER_POLL_IDLE_S = 1.0  # ... and while one is
 RETENTION_S = 2.0
 LIVE_MEMBER_S = 60.0  # a member heard from this recently keeps the oplog it still needs
 MAJORITY_READ_WAIT_S = 10.0
+MAJORITY_READ_LOCKED_WAIT_S = 0.25  # longest a majority read holds the write lock waiting
 
 
 class Role(enum.StrEnum):
@@ -198,6 +200,10 @@ class ReplicaNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.role_listeners: list[Callable[[Role], None]] = []
+        # Called in the switching worker thread under the storage write lock, BEFORE the
+        # new role is visible (no write runs as primary before them): node-local state
+        # that must be in place before the first write (e.g. migration critical sections).
+        self.role_switch_hooks: list[Callable[[Role], None]] = []
         self._stopping = False
         self._poll_now = asyncio.Event()  # look for the primary at once
         from shard_stub.replica.follower import Follower  # circular at import time
@@ -249,7 +255,14 @@ class ReplicaNode:
 
     @property
     def step_down_timeout_s(self) -> float:
-        return 2 * self.config.election_timeout_ms / 1000.0
+        """How long a primary goes without hearing from a majority before it steps
+        down: 4 election timeouts, at least 3 s. Much longer than the followers' election
+        timeout on purpose: a stepped-down primary interrupts its in-flight writes, and
+        a primary's event loop stalled by a loaded machine (seen at load 13-20 on 2
+        cores: a step-down every 1-2 s with 2 x 500 ms) must not look like a partition.
+        Failover after a crash is driven by the followers' timeouts and does not wait
+        for this."""
+        return max(4 * self.config.election_timeout_ms / 1000.0, STEP_DOWN_MIN_S)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -299,6 +312,11 @@ class ReplicaNode:
 
         def switch() -> None:
             with self.storage.write_lock():
+                for hook in self.role_switch_hooks:
+                    try:
+                        hook(role)
+                    except Exception:  # hooks must not break the driver
+                        log.exception("role switch hook failed")
                 self.role = role
                 self.storage.is_primary = role is Role.PRIMARY
 
@@ -688,24 +706,40 @@ class ReplicaNode:
         return await self.waiters.wait(op_id, spec, max_wait_s)
 
     def majority_read(self, fn: Callable[[], T], timeout_s: float = MAJORITY_READ_WAIT_S) -> T:
-        """(In a worker thread) run ``fn`` once the commit point covers every write:
-        hold the storage write lock, wait until commit >= the last op id, then read."""
-        with self.storage.write_lock():
-            target = self.oplog.last().op_id
-            deadline = time.monotonic() + timeout_s
-            with self._commit_cond:
-                while self.commit_op_id < target:
-                    if self.role is not Role.PRIMARY:
-                        self.require_primary("majority reads")
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise LauraError(
-                            ErrorCode.EXCEEDED_TIME_LIMIT,
-                            f"read concern majority: op {target} not majority-committed "
-                            f"within {timeout_s:g}s (commit point {self.commit_op_id})",
-                        )
-                    self._commit_cond.wait(min(left, 0.1))
-            return fn()
+        """(In a worker thread) run ``fn`` on a snapshot holding only majority-committed
+        writes: under the storage write lock (no write can start) once the commit point
+        covers the last op id. The lock is held only briefly: first wait WITHOUT it for
+        the entries written so far to commit, then take it and wait at most
+        ``MAJORITY_READ_LOCKED_WAIT_S`` for the few written meanwhile; if they are not
+        committed by then, let go (a step-down or writes may need the lock) and start
+        over, until ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._wait_commit(self.oplog.last().op_id, deadline)
+            with self.storage.write_lock():
+                target = self.oplog.last().op_id
+                locked_deadline = min(deadline, time.monotonic() + MAJORITY_READ_LOCKED_WAIT_S)
+                if self._wait_commit(target, locked_deadline, final=locked_deadline >= deadline):
+                    return fn()
+
+    def _wait_commit(self, target: int, deadline: float, final: bool = True) -> bool:
+        """Wait until the commit point reaches ``target``; False at ``deadline`` unless
+        ``final`` (then EXCEEDED_TIME_LIMIT). NOT_WRITABLE_PRIMARY once not primary."""
+        with self._commit_cond:
+            while self.commit_op_id < target:
+                if self.role is not Role.PRIMARY:
+                    self.require_primary("majority reads")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if not final:
+                        return False
+                    raise LauraError(
+                        ErrorCode.EXCEEDED_TIME_LIMIT,
+                        f"read concern majority: op {target} not majority-committed "
+                        f"in time (commit point {self.commit_op_id})",
+                    )
+                self._commit_cond.wait(min(left, 0.1))
+        return True
 
     # ------------------------------------------------------------------ retention
 
