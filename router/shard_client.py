@@ -195,6 +195,12 @@ class ShardClient:
             if self._rs and shard_id in self._rs:
                 return await self._failover(shard_id, address, method, request, timeout, failure)
             raise failure
+        if self._rs and shard_id in self._rs:
+            interrupted = _interrupted_write(resp, request)
+            if interrupted is not None:  # applied, then the primary stepped down: resend
+                return await self._failover(
+                    shard_id, address, method, request, timeout, interrupted
+                )
         return resp
 
     # ------------------------------------------------------------------ replica sets
@@ -276,6 +282,10 @@ class ShardClient:
             failure = from_proto(err)
             failure.details = {**failure.details, "shard": shard_id}
             raise failure
+        interrupted = _interrupted_write(resp, request)
+        if interrupted is not None:
+            interrupted.details = {**interrupted.details, "shard": shard_id}
+            raise interrupted
         return resp
 
     async def await_failover(self, err: LauraError, started: float) -> bool:
@@ -376,6 +386,24 @@ class ShardClient:
                 table = await self.cache.refresh(database, collection, table)
                 await asyncio.sleep(stale_backoff(attempt))
                 attempt += 1
+
+
+def _interrupted_write(resp: Any, request: Any) -> LauraError | None:
+    """A retryable write applied by a primary that stepped down before its write
+    concern was met (``write_concern_error`` with a failover code, e.g.
+    INTERRUPTED_DUE_TO_REPL_STATE_CHANGE): as the error to fail over on, so the write is
+    sent again to the new primary, which answers it from its retry record (or applies
+    it, if the old primary's copy never reached a majority). MongoDB's drivers retry
+    such write concern errors the same way. None otherwise."""
+    if not getattr(request, "retry_id", ""):
+        return None
+    try:
+        if not resp.HasField("write_concern_error"):
+            return None
+    except ValueError:  # a response without write concern (the Find of a retryable write)
+        return None
+    err = from_proto(resp.write_concern_error.error)
+    return err if is_failover_error(err) else None
 
 
 def _may_resend(method: str, request: Any, err: LauraError) -> bool:
