@@ -1,9 +1,9 @@
 """Insert planning (pure logic): prepare documents, route them, batch them by shard.
 
-* ``prepare_documents`` checks each document is BSON (lazily, with
-  ``RawBSONDocument``: only the top level is decoded) and adds an ObjectId ``_id``
-  first when it is missing (by splicing bytes, as drivers do) — documents that
-  already have an ``_id`` are passed on byte for byte.
+* ``prepare_documents`` checks each document is BSON (the whole batch decoded in one
+  C call) and adds an ObjectId ``_id`` first when it is missing (by splicing bytes, as
+  drivers do) — documents that already have an ``_id`` are passed on byte for byte
+  (never re-encoded).
 * ``route`` assigns each document its shard (or a per-document error, e.g. an
   array in the shard key).
 * ordered inserts go out as ``ordered_runs``: maximal runs of consecutive documents
@@ -21,8 +21,8 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import bson
 from bson.objectid import ObjectId
-from bson.raw_bson import RawBSONDocument
 
 from lauradb.bsonkit.codec import MAX_DOCUMENT_BYTES
 from lauradb.errors import ErrorCode, LauraError
@@ -45,13 +45,14 @@ __all__ = [
 MAX_BATCH_DOCS = 10_000
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 _ID_ELEMENT_PREFIX = b"\x07_id\x00"  # type 0x07 (ObjectId), name "_id"
+_LENGTH = struct.Struct("<i")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class RoutedDoc:
     index: int  # the caller's index
     data: bytes  # raw BSON as sent to the shard
-    view: Mapping[str, Any]  # lazily decoded view of ``data``
+    view: Mapping[str, Any]  # ``data`` decoded (read for the shard key only)
     shard: str = ""
     error: LauraError | None = None
 
@@ -91,29 +92,39 @@ def _invalid(index: int, exc: Exception | str) -> LauraError:
 
 
 def prepare_documents(documents: Sequence[bytes]) -> list[RoutedDoc]:
-    """Validate the documents' top level and add missing ``_id`` fields.
+    """Validate the documents and add missing ``_id`` fields.
 
     Malformed BSON fails the whole request (INVALID_BSON naming the index): nothing
-    is written.
+    is written. The whole batch is decoded in one C call (``bson.decode_all`` over the
+    documents joined: half the cost of a ``RawBSONDocument`` per document, and it
+    checks nested documents too); the decoded documents are only read for their
+    shard keys, the original bytes go to the shards.
     """
-    out: list[RoutedDoc] = []
-    for i, data in enumerate(documents):
+    datas = list(documents)  # one bytes object per document (protobuf hands out copies)
+    for i, data in enumerate(datas):
         if len(data) > MAX_DOCUMENT_BYTES:
             raise LauraError(
                 ErrorCode.BSON_OBJECT_TOO_LARGE,
                 f"document {i} is {len(data)} bytes, over the 16 MiB limit",
                 {"index": i},
             )
-        if len(data) < 5 or data[-1] != 0 or struct.unpack_from("<i", data)[0] != len(data):
+        if len(data) < 5 or data[-1] != 0 or _LENGTH.unpack_from(data)[0] != len(data):
             raise _invalid(i, "bad length or terminator")
-        try:
-            view = RawBSONDocument(data)
-            has_id = "_id" in view  # decodes the top level (nested documents stay raw)
-        except Exception as exc:
-            raise _invalid(i, exc) from None
-        if not has_id:
-            data = with_id_first(data, ObjectId())
-            view = RawBSONDocument(data)
+    try:
+        views: list[dict[str, Any]] = bson.decode_all(b"".join(datas))
+    except Exception:  # find the culprit, one document at a time
+        for i, data in enumerate(datas):
+            try:
+                bson.decode(data)
+            except Exception as exc:
+                raise _invalid(i, exc) from None
+        raise
+    out: list[RoutedDoc] = []
+    for i, (data, view) in enumerate(zip(datas, views, strict=True)):
+        if "_id" not in view:
+            oid = ObjectId()
+            data = with_id_first(data, oid)
+            view["_id"] = oid
         out.append(RoutedDoc(i, data, view))
     return out
 

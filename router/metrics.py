@@ -6,6 +6,8 @@ these are the routing-specific ones.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 __all__ = [
@@ -64,9 +66,17 @@ FAILOVER_RETRIES = Counter(
 )
 
 
+_children: dict[tuple[str, bool], tuple[Any, Any]] = {}  # (operation, targeted) -> metrics
+
+
 def record_targeting(operation: str, shards: int) -> None:
     """Count one attempt of ``operation`` sent to ``shards`` shards."""
     if shards <= 0:
         return
-    (TARGETED if shards == 1 else SCATTER).labels(operation).inc()
-    SHARDS_PER_REQUEST.labels(operation).observe(shards)
+    key = (operation, shards == 1)
+    children = _children.get(key)
+    if children is None:  # labels() once per operation (it takes a lock each call)
+        counter = (TARGETED if shards == 1 else SCATTER).labels(operation)
+        children = _children[key] = (counter, SHARDS_PER_REQUEST.labels(operation))
+    children[0].inc()
+    children[1].observe(shards)

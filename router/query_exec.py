@@ -189,7 +189,11 @@ async def _find_one_shard(
             MergeSource(merged, client.kill_cursors), table.namespace, [shard]
         )
         out.more_available = True
-    out.stats.CopyFrom(_stats([shard], resp.documents_examined, len(resp.documents), start))
+    stats = out.stats  # set in place (no QueryStats built and copied)
+    stats.documents_examined = resp.documents_examined
+    stats.documents_returned = len(resp.documents)
+    stats.execution_time_ms = int((time.perf_counter() - start) * 1000)
+    stats.shards_queried.append(shard)
     return out
 
 

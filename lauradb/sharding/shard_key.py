@@ -41,7 +41,12 @@ def _bad(message: str) -> LauraError:
     return LauraError(ErrorCode.BAD_VALUE, message)
 
 
+_PLAIN = frozenset({int, str, float, bool, type(None)})  # never arrays or regexes
+
+
 def _check_value(path: str, value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, _ARRAYS):
         raise _bad(f"shard key cannot contain an array (field {path!r})")
     if isinstance(value, Regex):
@@ -120,7 +125,7 @@ class ShardKeyPattern:
     def _value_at(self, doc: Mapping[str, Any], index: int) -> Any:
         value: Any = doc
         for part in self._parts[index]:
-            if isinstance(value, Mapping):
+            if type(value) is dict or isinstance(value, Mapping):  # dict: skip the ABC check
                 value = value.get(part, None)
             elif isinstance(value, _ARRAYS):
                 raise _bad(f"shard key cannot contain an array (field {self.fields[index]!r})")
@@ -149,12 +154,13 @@ class ShardKeyPattern:
 
     def key_for_doc(self, doc: Mapping[str, Any]) -> bytes:
         """The encoded chunk-space key of ``doc`` (compare with chunk bounds as bytes)."""
-        if not isinstance(doc, Mapping):
+        if type(doc) is not dict and not isinstance(doc, Mapping):
             raise _bad("a document is required to extract a shard key")
         if len(self._parts) == 1:
             value = self._value_at(doc, 0)
             if self.hashed:
-                value = Int64(hash_value(value))
+                # An int encodes exactly like the Int64 chunk bounds hold (and is cheaper).
+                return encode_value(hash_value(value))
             return encode_value(value)
         return self.key_for_values([self._value_at(doc, i) for i in range(len(self._parts))])
 

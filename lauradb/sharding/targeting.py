@@ -31,6 +31,7 @@ from typing import Any
 from bson.int64 import Int64
 from bson.max_key import MaxKey
 from bson.min_key import MinKey
+from bson.objectid import ObjectId
 from bson.regex import Regex
 
 from lauradb.bsonkit.keys import encode_value
@@ -379,6 +380,10 @@ def _box_keys(
     return True
 
 
+_MISSING = object()
+_POINT_TYPES = frozenset({int, Int64, str, ObjectId})
+
+
 def _broadcast(chunk_map: ChunkMap) -> TargetResult:
     return TargetResult(chunk_map.shards(), None, False, None, True)
 
@@ -389,6 +394,14 @@ def target(
     """The shards whose chunks may hold documents matching ``filter_spec``."""
     if not isinstance(filter_spec, Mapping):
         raise LauraError(ErrorCode.BAD_VALUE, "the query filter must be a document")
+    if len(filter_spec) == 1 and len(pattern.fields) == 1 and "." not in pattern.fields[0]:
+        # Fast path, the commonest targeted query: ``{key: <int|str|ObjectId>}`` on a
+        # one-field top-level shard key (the general analysis gives the same point).
+        value = filter_spec.get(pattern.fields[0], _MISSING)
+        if type(value) in _POINT_TYPES:
+            key = pattern.key_for_doc(filter_spec)
+            c = chunk_map.chunk_for_key(key)
+            return TargetResult({c.shard}, [c], True, key)
     boxes = _Extractor(pattern.fields).boxes(filter_spec)
     points: set[bytes] = set()
     ranges: list[tuple[bytes, bytes]] = []
