@@ -48,6 +48,7 @@ from lauradb.rpc.channels import ChannelPool
 from shard_stub.membership import ReplicaStatus
 from shard_stub.replica import election
 from shard_stub.replica.state import DurableState
+from shard_stub.replica.waits import run_in_thread, wait_event
 from shard_stub.replica.write_concern import WriteConcernSpec, WriteConcernWaiters
 from shard_stub.storage import ShardStorage
 
@@ -145,20 +146,7 @@ class _Notifier:
         self.event = asyncio.Event()
 
     async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.event.wait(), timeout)
-
-
-async def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """``asyncio.to_thread`` that, when cancelled, still waits for the thread to finish
-    (so storage work never outlives a cancelled loop step)."""
-    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await fut
-        raise
+        await wait_event(self.event, timeout)
 
 
 class ReplicaNode:
@@ -358,6 +346,7 @@ class ReplicaNode:
             await self._set_role(Role.SECONDARY, f"higher term {term} seen: {reason}")
         self.reset_timer()
         self._poll_now.set()
+        self.follower.kick()  # an attempt on a source of an older term may be stale
         return True
 
     def reset_timer(self) -> None:
@@ -425,6 +414,7 @@ class ReplicaNode:
         if decision.granted and not req.pre_vote:
             self.reset_timer()
             self._poll_now.set()  # the candidate may be primary soon: find it quickly
+            self.follower.kick()  # ... and stop waiting on a silent older source
         return replication_pb2.VoteResponse(
             vote_granted=decision.granted, term=self.term, voter_id=self.node_id,
             reason=decision.reason,
@@ -570,10 +560,7 @@ class ReplicaNode:
             following = self.role is Role.PRIMARY or (
                 bool(self.primary_id) and time.monotonic() - self.leader_seen_at < 1.0
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._poll_now.wait(), PEER_POLL_IDLE_S if following else PEER_POLL_S
-                )
+            await wait_event(self._poll_now, PEER_POLL_IDLE_S if following else PEER_POLL_S)
             self._poll_now.clear()
 
     async def _poll_peer(self, address: str) -> None:
@@ -594,6 +581,8 @@ class ReplicaNode:
         info.seen_at = time.monotonic()
         if resp.term > self.term:
             await self.observe_term(resp.term, f"Hello from {address}")
+        if resp.is_primary and address != self.primary_address:
+            self.follower.kick()  # following another member (or none): re-check
 
     def sync_source(self) -> str:
         """The address to stream from: the primary we follow, else one a peer reports."""
