@@ -41,6 +41,7 @@ from config_server.move_primary import PrimaryMover
 from config_server.shard_notifier import ShardNotifier
 from config_server.shard_removal import ShardRemoval
 from config_server.shard_rpc import ShardRpc
+from lauradb.aio import wait_event
 from lauradb.errors import ErrorCode, LauraError
 
 log = logging.getLogger("lauradb.config.balancer")
@@ -176,8 +177,7 @@ class Balancer:
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.interval)
+            await wait_event(self._wake, self.settings.interval)
             self._wake.clear()
             if not self._enabled:
                 continue

@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from lauradb.aio import wait_event
 from lauradb.errors import ErrorCode, LauraError
 from shard_stub.ownership import KeyRange
 
@@ -58,9 +59,7 @@ class CriticalSection:
         """Wait until the section ends; False when it is still active after ``timeout``."""
         if not self.active:
             return True
-        try:
-            await asyncio.wait_for(self._left.wait(), timeout)
-        except TimeoutError:
+        if not await wait_event(self._left, timeout):
             return not self.active
         return True
 

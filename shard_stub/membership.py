@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 
+from lauradb.aio import wait_event
 from lauradb.cluster import cluster_pb2, cluster_pb2_grpc
 from lauradb.errors import LauraError
 from lauradb.rpc.channels import ChannelPool
@@ -134,8 +135,7 @@ class Membership:
                 log.log(level, "membership with %s failed (%d): %s", self.config_address, failures, err)
                 delay = backoff
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            await wait_event(self._stop, delay)
 
     async def register(self) -> None:
         node = cluster_pb2.Node(

@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lauradb.aio import wait_event
 from lauradb.bsonkit.codec import decode_document
 from lauradb.bsonkit.keys import encode_value
 from lauradb.cluster import shard_pb2
@@ -584,8 +585,7 @@ class MigrationRecipient:
             except LauraError as err:
                 log.debug("migration %s: outcome still unknown: %s", mid, err.message)
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await wait_event(self._wake, delay)
             delay = min(delay * 2, 2.0)
 
     # ------------------------------------------------------------------ recovery

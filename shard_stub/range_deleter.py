@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 
+from lauradb.aio import wait_event
 from lauradb.errors import LauraError
 from shard_stub.cursors import CursorManager
 from shard_stub.metadata import ShardMetadata
@@ -125,8 +126,7 @@ class RangeDeleter:
             if not pending:
                 await self._wake.wait()
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            await wait_event(self._wake, self.poll_s)
 
     async def _ready(self, d: RangeDeletion) -> bool:
         """Whether ``d`` can run now; drops it when the range must not be deleted."""
