@@ -19,16 +19,13 @@ exactly once with its last written value, counts match, one shard per key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 
-import grpc
 import pytest
 
-from lauradb.cluster import routing_pb2, routing_pb2_grpc, shard_pb2
+from lauradb.cluster import routing_pb2_grpc, shard_pb2
+from tests.chaos.migration_chaos import Moment, find_moment, mover
 from tests.integration.harness import (
     Cluster,
     Proc,
@@ -40,7 +37,6 @@ from tests.integration.workload import (
     CrudWorkload,
     committed_migrations,
     extra_router,
-    list_migrations,
     quiesce_balancer,
     router_stub,
     wait_until,
@@ -66,34 +62,11 @@ KILLS = (
     ("recipient", "critical"),
     ("config", "cloning"),
 )
-PHASES = {
-    "cloning": frozenset({"cloning"}),
-    "critical": frozenset({"critical", "committing"}),
-}
 MIN_CHUNKS = 6  # the balancer has split the collection before the first kill
 CATCH_PHASE_TIMEOUT = 5.0
 FIND_MIGRATION_TIMEOUT = 15.0
 PROGRESS_TIMEOUT = 20.0
 MIGRATE_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class Moment:
-    """A migration caught in some phase."""
-
-    migration_id: str
-    donor: str
-    recipient: str
-    phase: str
-
-
-async def listed_migration(c: Cluster) -> Moment | None:
-    """A migration the config server lists as running."""
-    rows = await list_migrations(c.config_server_stub(), active_only=True)
-    for m in rows:
-        if m.state == "running":
-            return Moment(m.migration_id, m.from_shard, m.to_shard, "listed running")
-    return None
 
 
 async def donor_in_phase(c: Cluster, phases: frozenset[str]) -> Moment | None:
@@ -113,64 +86,9 @@ async def donor_in_phase(c: Cluster, phases: frozenset[str]) -> Moment | None:
     return None
 
 
-async def find_moment(c: Cluster, when: str) -> Moment:
-    """A running migration: as listed, or with its donor cloning / in its critical
-    section (falling back to any running migration if that phase was not caught)."""
-    if when in PHASES:
-        with contextlib.suppress(AssertionError):
-            found: Moment = await wait_until(
-                lambda: donor_in_phase(c, PHASES[when]), CATCH_PHASE_TIMEOUT,
-                f"a donor in phase {when}", interval=0.005,
-            )  # fmt: skip
-            return found
-    listed: Moment = await wait_until(
-        lambda: listed_migration(c), FIND_MIGRATION_TIMEOUT, "a migration in progress", 0.01
-    )
-    return listed
-
-
-@contextlib.asynccontextmanager
-async def mover(c: Cluster, db: str, seed: int) -> AsyncIterator[list[str]]:
-    """Background task: migrate random chunks to random other shards until exit.
-
-    Yields the list of outcomes ("committed", or the error code of a refused/failed
-    migration); failures are expected (conflicts with the balancer, processes down).
-    """
-    rng = random.Random(seed)
-    outcomes: list[str] = []
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        while not stop.is_set():
-            try:
-                config = c.config_server_stub()
-                chunks = chunks_of(await get_shard_map(config, db, COLL))
-                chunk = rng.choice(chunks)
-                target = rng.choice([s for s in c.shard_ids if s != chunk.shard])
-                request = routing_pb2.MigrateChunkRequest(
-                    chunk_id=chunk.chunk_id, from_shard=chunk.shard, to_shard=target
-                )
-                response = await config.MigrateChunk(request, timeout=MIGRATE_TIMEOUT)
-                if response.success:
-                    outcomes.append("committed")
-                    continue
-                outcomes.append(response.error_info.code_name or "failed")
-            except grpc.RpcError as exc:
-                outcomes.append(exc.code().name)
-            await asyncio.sleep(0.1)  # refused, or a process is down: back off
-
-    task = asyncio.create_task(run())
-    try:
-        yield outcomes
-    finally:
-        stop.set()
-        with contextlib.suppress(grpc.RpcError):
-            await asyncio.wait_for(task, timeout=MIGRATE_TIMEOUT + 5)
-
-
 async def kill_during_migration(c: Cluster, role: str, when: str) -> str:
     """Kill -9 the ``role`` process of a running migration, restart it; a description."""
-    moment = await find_moment(c, when)
+    moment = await find_moment(c, when, donor_in_phase, CATCH_PHASE_TIMEOUT, FIND_MIGRATION_TIMEOUT)
     victim: Proc = {
         "donor": c.shards[c.shard_index(moment.donor)],
         "recipient": c.shards[c.shard_index(moment.recipient)],
@@ -205,7 +123,7 @@ async def test_kill_donor_recipient_and_config_during_migrations(
                 return len(chunks_of(shard_map)) >= MIN_CHUNKS
 
             await wait_until(split_enough, 30, f"the balancer split into {MIN_CHUNKS} chunks")
-            async with mover(c, db_name, seed=9) as outcomes:
+            async with mover(c, db_name, COLL, 9, MIGRATE_TIMEOUT) as outcomes:
                 for role, when in KILLS:
                     events.append(await kill_during_migration(c, role, when))
                     config = c.config_server_stub()

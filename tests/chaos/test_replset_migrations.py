@@ -26,17 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import grpc
 import pytest
 
 from lauradb.cluster import replset_pb2, routing_pb2, shard_pb2
+from tests.chaos.migration_chaos import Moment, find_moment, mover
 from tests.integration.harness import (
     RPC_TIMEOUT,
     Cluster,
@@ -78,10 +77,6 @@ KILLS = (
     ("donor", "critical"),
     ("recipient", "critical"),
 )
-PHASES = {
-    "cloning": frozenset({"cloning"}),
-    "critical": frozenset({"critical", "committing"}),
-}
 CATCH_PHASE_TIMEOUT = 8.0
 FIND_MIGRATION_TIMEOUT = 30.0
 PROGRESS_TIMEOUT = 45.0
@@ -148,14 +143,6 @@ class MajorityWorkload(CrudWorkload):
         return docs[0] if docs else None
 
 
-@dataclass(frozen=True)
-class Moment:
-    migration_id: str
-    donor: str
-    recipient: str
-    phase: str
-
-
 async def primary_or_none(c: Cluster, shard_id: str) -> Proc | None:
     """The member of ``shard_id`` answering Hello as primary (highest term), if any."""
     best: tuple[int, Proc] | None = None
@@ -190,63 +177,8 @@ async def donor_in_phase(c: Cluster, phases: frozenset[str]) -> Moment | None:
     return None
 
 
-async def listed_migration(c: Cluster) -> Moment | None:
-    for m in await list_migrations(c.config_server_stub(), active_only=True):
-        if m.state == "running":
-            return Moment(m.migration_id, m.from_shard, m.to_shard, "listed running")
-    return None
-
-
-async def find_moment(c: Cluster, when: str) -> Moment:
-    with contextlib.suppress(AssertionError):
-        found: Moment = await wait_until(
-            lambda: donor_in_phase(c, PHASES[when]), CATCH_PHASE_TIMEOUT,
-            f"a donor in phase {when}", interval=0.005,
-        )  # fmt: skip
-        return found
-    listed: Moment = await wait_until(
-        lambda: listed_migration(c), FIND_MIGRATION_TIMEOUT, "a migration in progress", 0.01
-    )
-    return listed
-
-
-@contextlib.asynccontextmanager
-async def mover(c: Cluster, db: str, seed: int) -> AsyncIterator[list[str]]:
-    """Background task migrating random chunks to the other shard until exit; yields
-    the outcomes ("committed" or an error code: failures are expected under kills)."""
-    rng = random.Random(seed)
-    outcomes: list[str] = []
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        while not stop.is_set():
-            try:
-                config = c.config_server_stub()
-                chunk = rng.choice(chunks_of(await get_shard_map(config, db, COLL)))
-                target = next(s for s in c.shard_ids if s != chunk.shard)
-                request = routing_pb2.MigrateChunkRequest(
-                    chunk_id=chunk.chunk_id, from_shard=chunk.shard, to_shard=target
-                )
-                response = await config.MigrateChunk(request, timeout=MIGRATE_TIMEOUT)
-                if response.success:
-                    outcomes.append("committed")
-                    continue
-                outcomes.append(response.error_info.code_name or "failed")
-            except grpc.RpcError as exc:
-                outcomes.append(exc.code().name)
-            await asyncio.sleep(0.1)  # refused, or a primary is down: back off
-
-    task = asyncio.create_task(run())
-    try:
-        yield outcomes
-    finally:
-        stop.set()
-        with contextlib.suppress(grpc.RpcError):
-            await asyncio.wait_for(task, timeout=MIGRATE_TIMEOUT + 5)
-
-
 async def kill_during_migration(c: Cluster, role: str, when: str) -> str:
-    moment = await find_moment(c, when)
+    moment = await find_moment(c, when, donor_in_phase, CATCH_PHASE_TIMEOUT, FIND_MIGRATION_TIMEOUT)
     shard_id = moment.donor if role == "donor" else moment.recipient
     victim = await c.primary_of(shard_id)
     victim.kill()
@@ -355,7 +287,7 @@ async def test_kill_primaries_during_migrations(cluster: ClusterFactory, db_name
     events: list[str] = []
     workload.start()
     try:
-        async with mover(c, db_name, seed=5) as outcomes:
+        async with mover(c, db_name, COLL, 5, MIGRATE_TIMEOUT) as outcomes:
             for role, when in KILLS:
                 events.append(await kill_during_migration(c, role, when))
                 base = await committed_migrations(config)
