@@ -72,6 +72,13 @@ class ErrorCode(enum.IntEnum):
     NOT_WRITABLE_PRIMARY = 10107
     NOT_PRIMARY_OR_SECONDARY = 13436
     INTERRUPTED_DUE_TO_REPL_STATE_CHANGE = 11602
+    # Transactions (MongoDB's codes where it has one; 2001x are ours).
+    LOCK_TIMEOUT = 24
+    WRITE_CONFLICT = 112
+    NO_SUCH_TRANSACTION = 251
+    TRANSACTION_TOO_LARGE = 257
+    TRANSACTION_PRECONDITION_FAILED = 20015
+    TRANSACTION_ID_REUSED = 20016
 
 
 _GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
@@ -103,6 +110,12 @@ _GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.BSON_OBJECT_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.NOT_IMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
     ErrorCode.OPERATION_FAILED: grpc.StatusCode.ABORTED,
+    ErrorCode.WRITE_CONFLICT: grpc.StatusCode.ABORTED,
+    ErrorCode.LOCK_TIMEOUT: grpc.StatusCode.ABORTED,
+    ErrorCode.NO_SUCH_TRANSACTION: grpc.StatusCode.ABORTED,
+    ErrorCode.TRANSACTION_PRECONDITION_FAILED: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.TRANSACTION_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.TRANSACTION_ID_REUSED: grpc.StatusCode.ALREADY_EXISTS,
 }
 
 

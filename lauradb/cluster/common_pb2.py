@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clauradb/cluster/common.proto\x12\x0flauradb.cluster\"}\n\nChunkRange\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x0f\n\x07min_key\x18\x02 \x01(\x0c\x12\x0f\n\x07max_key\x18\x03 \x01(\x0c\x12\x15\n\rversion_major\x18\x64 \x01(\x03\x12\x15\n\rversion_minor\x18\x65 \x01(\x03\x12\r\n\x05jumbo\x18\x66 \x01(\x08*\x91\x01\n\rOperationType\x12\x0e\n\nUNKNOWN_OP\x10\x00\x12\n\n\x06INSERT\x10\x01\x12\n\n\x06UPDATE\x10\x02\x12\n\n\x06\x44\x45LETE\x10\x03\x12\x15\n\x11\x43REATE_COLLECTION\x10\x04\x12\x13\n\x0f\x44ROP_COLLECTION\x10\x05\x12\x10\n\x0c\x43REATE_INDEX\x10\x06\x12\x0e\n\nDROP_INDEX\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clauradb/cluster/common.proto\x12\x0flauradb.cluster\"}\n\nChunkRange\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x0f\n\x07min_key\x18\x02 \x01(\x0c\x12\x0f\n\x07max_key\x18\x03 \x01(\x0c\x12\x15\n\rversion_major\x18\x64 \x01(\x03\x12\x15\n\rversion_minor\x18\x65 \x01(\x03\x12\r\n\x05jumbo\x18\x66 \x01(\x08*\x9b\x01\n\rOperationType\x12\x0e\n\nUNKNOWN_OP\x10\x00\x12\n\n\x06INSERT\x10\x01\x12\n\n\x06UPDATE\x10\x02\x12\n\n\x06\x44\x45LETE\x10\x03\x12\x15\n\x11\x43REATE_COLLECTION\x10\x04\x12\x13\n\x0f\x44ROP_COLLECTION\x10\x05\x12\x10\n\x0c\x43REATE_INDEX\x10\x06\x12\x0e\n\nDROP_INDEX\x10\x07\x12\x08\n\x04READ\x10\x64\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lauradb.cluster.common_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_OPERATIONTYPE']._serialized_start=177
-  _globals['_OPERATIONTYPE']._serialized_end=322
+  _globals['_OPERATIONTYPE']._serialized_end=332
   _globals['_CHUNKRANGE']._serialized_start=49
   _globals['_CHUNKRANGE']._serialized_end=174
 # @@protoc_insertion_point(module_scope)

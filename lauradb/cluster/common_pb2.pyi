@@ -15,6 +15,7 @@ class OperationType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DROP_COLLECTION: _ClassVar[OperationType]
     CREATE_INDEX: _ClassVar[OperationType]
     DROP_INDEX: _ClassVar[OperationType]
+    READ: _ClassVar[OperationType]
 UNKNOWN_OP: OperationType
 INSERT: OperationType
 UPDATE: OperationType
@@ -23,6 +24,7 @@ CREATE_COLLECTION: OperationType
 DROP_COLLECTION: OperationType
 CREATE_INDEX: OperationType
 DROP_INDEX: OperationType
+READ: OperationType
 
 class ChunkRange(_message.Message):
     __slots__ = ("chunk_id", "min_key", "max_key", "version_major", "version_minor", "jumbo")

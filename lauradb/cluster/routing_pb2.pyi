@@ -2,6 +2,7 @@ from lauradb.cluster import common_pb2 as _common_pb2
 from lauradb.cluster import error_pb2 as _error_pb2
 from lauradb.cluster import replset_pb2 as _replset_pb2
 from lauradb.cluster import router_ext_pb2 as _router_ext_pb2
+from lauradb.cluster import transaction_pb2 as _transaction_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

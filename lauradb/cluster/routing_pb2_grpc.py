@@ -5,6 +5,7 @@ import warnings
 
 from lauradb.cluster import router_ext_pb2 as lauradb_dot_cluster_dot_router__ext__pb2
 from lauradb.cluster import routing_pb2 as lauradb_dot_cluster_dot_routing__pb2
+from lauradb.cluster import transaction_pb2 as lauradb_dot_cluster_dot_transaction__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -115,6 +116,11 @@ class RouterServiceStub:
                 request_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseRequest.SerializeToString,
                 response_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseResponse.FromString,
                 _registered_method=True)
+        self.ExecuteTransaction = channel.unary_unary(
+                '/lauradb.cluster.RouterService/ExecuteTransaction',
+                request_serializer=lauradb_dot_cluster_dot_transaction__pb2.ExecuteTransactionRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_transaction__pb2.ExecuteTransactionResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -217,6 +223,13 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteTransaction(self, request, context):
+        """Ours: an all-or-nothing list of writes (and locking reads) over any shards.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -299,6 +312,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.DropDatabase,
                     request_deserializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseRequest.FromString,
                     response_serializer=lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseResponse.SerializeToString,
+            ),
+            'ExecuteTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecuteTransaction,
+                    request_deserializer=lauradb_dot_cluster_dot_transaction__pb2.ExecuteTransactionRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_transaction__pb2.ExecuteTransactionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -733,6 +751,33 @@ class RouterService:
             '/lauradb.cluster.RouterService/DropDatabase',
             lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseRequest.SerializeToString,
             lauradb_dot_cluster_dot_router__ext__pb2.DropDatabaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.RouterService/ExecuteTransaction',
+            lauradb_dot_cluster_dot_transaction__pb2.ExecuteTransactionRequest.SerializeToString,
+            lauradb_dot_cluster_dot_transaction__pb2.ExecuteTransactionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,37 +24,57 @@ _sym_db = _symbol_database.Default()
 
 from lauradb.cluster import common_pb2 as lauradb_dot_cluster_dot_common__pb2
 from lauradb.cluster import error_pb2 as lauradb_dot_cluster_dot_error__pb2
+from lauradb.cluster import replset_pb2 as lauradb_dot_cluster_dot_replset__pb2
+from lauradb.cluster import shard_pb2 as lauradb_dot_cluster_dot_shard__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lauradb/cluster/transaction.proto\x12\x0flauradb.cluster\x1a\x1clauradb/cluster/common.proto\x1a\x1blauradb/cluster/error.proto\"x\n\x0bTransaction\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.lauradb.cluster.TransactionState\"|\n\x0ePrepareRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\x12.\n\noperations\x18\x03 \x03(\x0b\x32\x1a.lauradb.cluster.Operation\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x03\"p\n\tOperation\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12/\n\x07op_type\x18\x03 \x01(\x0e\x32\x1e.lauradb.cluster.OperationType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x82\x01\n\x0fPrepareResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x0c\n\x04vote\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12*\n\nerror_info\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"7\n\rCommitRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\"\x84\x01\n\x0e\x43ommitResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12*\n\nerror_info\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"F\n\x0c\x41\x62ortRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x83\x01\n\rAbortResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12*\n\nerror_info\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"=\n\x0fRecoveryRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x1a\n\x12requesting_node_id\x18\x02 \x01(\t\"\xa9\x01\n\x10RecoveryResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.lauradb.cluster.TransactionState\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\x16\n\x0e\x63oordinator_id\x18\x04 \x01(\t\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error*\x88\x01\n\x10TransactionState\x12\x11\n\rUNKNOWN_STATE\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\r\n\tPREPARING\x10\x02\x12\x0c\n\x08PREPARED\x10\x03\x12\x0e\n\nCOMMITTING\x10\x04\x12\r\n\tCOMMITTED\x10\x05\x12\x0c\n\x08\x41\x42ORTING\x10\x06\x12\x0b\n\x07\x41\x42ORTED\x10\x07\x32\xd3\x02\n\x12TransactionService\x12L\n\x07Prepare\x12\x1f.lauradb.cluster.PrepareRequest\x1a .lauradb.cluster.PrepareResponse\x12I\n\x06\x43ommit\x12\x1e.lauradb.cluster.CommitRequest\x1a\x1f.lauradb.cluster.CommitResponse\x12\x46\n\x05\x41\x62ort\x12\x1d.lauradb.cluster.AbortRequest\x1a\x1e.lauradb.cluster.AbortResponse\x12\\\n\x15QueryTransactionState\x12 .lauradb.cluster.RecoveryRequest\x1a!.lauradb.cluster.RecoveryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lauradb/cluster/transaction.proto\x12\x0flauradb.cluster\x1a\x1clauradb/cluster/common.proto\x1a\x1blauradb/cluster/error.proto\x1a\x1dlauradb/cluster/replset.proto\x1a\x1blauradb/cluster/shard.proto\"x\n\x0bTransaction\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.lauradb.cluster.TransactionState\"\x9f\x02\n\x0ePrepareRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\x12.\n\noperations\x18\x03 \x03(\x0b\x32\x1a.lauradb.cluster.Operation\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x03\x12\x11\n\tone_phase\x18\x64 \x01(\x08\x12\x19\n\x11\x63oordinator_hosts\x18\x65 \x03(\t\x12\x34\n\rwrite_concern\x18\x66 \x01(\x0b\x32\x1d.lauradb.cluster.WriteConcern\x12\x12\n\nrequest_id\x18g \x01(\t\x12\x13\n\x0b\x66ingerprint\x18h \x01(\x0c\x12\x14\n\x0cparticipants\x18i \x03(\t\"\xd0\x01\n\tOperation\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12/\n\x07op_type\x18\x03 \x01(\x0e\x32\x1e.lauradb.cluster.OperationType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12.\n\x07version\x18\x64 \x01(\x0b\x32\x1d.lauradb.cluster.ShardVersion\x12\x14\n\x0chas_expected\x18\x65 \x01(\x08\x12\x18\n\x10\x65xpected_matched\x18\x66 \x01(\x03\"\x8c\x02\n\x0fPrepareResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x0c\n\x04vote\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12*\n\nerror_info\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\x12<\n\x07results\x18\x65 \x03(\x0b\x32+.lauradb.cluster.TransactionOperationResult\x12\x30\n\x05state\x18\x66 \x01(\x0e\x32!.lauradb.cluster.TransactionState\x12\x18\n\x10\x66\x61iled_operation\x18g \x01(\x05\"7\n\rCommitRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\"\x84\x01\n\x0e\x43ommitResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12*\n\nerror_info\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"F\n\x0c\x41\x62ortRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x83\x01\n\rAbortResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12*\n\nerror_info\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"Y\n\x0fRecoveryRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x1a\n\x12requesting_node_id\x18\x02 \x01(\t\x12\x1a\n\x12\x61\x62ort_if_undecided\x18\x64 \x01(\x08\"\xa9\x01\n\x10RecoveryResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.lauradb.cluster.TransactionState\x12\x14\n\x0cparticipants\x18\x03 \x03(\t\x12\x16\n\x0e\x63oordinator_id\x18\x04 \x01(\t\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"\x8a\x01\n\x1aTransactionOperationResult\x12\x0f\n\x07matched\x18\x01 \x01(\x03\x12\x10\n\x08modified\x18\x02 \x01(\x03\x12\x13\n\x0bupserted_id\x18\x03 \x01(\x0c\x12\x10\n\x08inserted\x18\x04 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x05 \x01(\x03\x12\x11\n\tdocuments\x18\x06 \x03(\x0c\"2\n\x0fParticipantInfo\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\r\n\x05hosts\x18\x02 \x03(\t\"\xce\x01\n\x11\x43oordinateRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x36\n\x0cparticipants\x18\x02 \x03(\x0b\x32 .lauradb.cluster.ParticipantInfo\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x03\x12\x34\n\rwrite_concern\x18\x05 \x01(\x0b\x32\x1d.lauradb.cluster.WriteConcern\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\x9e\x01\n\x12\x43oordinateResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.lauradb.cluster.TransactionState\x12\x0f\n\x07results\x18\x03 \x01(\x0c\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error\"\xab\x01\n\rDecideRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x33\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32!.lauradb.cluster.TransactionState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07results\x18\x04 \x01(\x0c\x12\x34\n\rwrite_concern\x18\x05 \x01(\x0b\x32\x1d.lauradb.cluster.WriteConcern\"*\n\x18\x46inishTransactionRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"\x85\x02\n\x14TransactionOperation\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12/\n\x07op_type\x18\x03 \x01(\x0e\x32\x1e.lauradb.cluster.OperationType\x12\x10\n\x08\x64ocument\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\x0c\x12\x0e\n\x06update\x18\x06 \x01(\x0c\x12\r\n\x05multi\x18\x07 \x01(\x08\x12\x0e\n\x06upsert\x18\x08 \x01(\x08\x12\x15\n\rarray_filters\x18\t \x03(\x0c\x12\x1b\n\x0e\x65xpect_matched\x18\n \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_expect_matched\"\xd8\x01\n\x19\x45xecuteTransactionRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x39\n\noperations\x18\x02 \x03(\x0b\x32%.lauradb.cluster.TransactionOperation\x12\x17\n\ntimeout_ms\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x34\n\rwrite_concern\x18\x04 \x01(\x0b\x32\x1d.lauradb.cluster.WriteConcern\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\r\n\x0b_timeout_ms\"\xd9\x01\n\x1a\x45xecuteTransactionResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.lauradb.cluster.TransactionState\x12<\n\x07results\x18\x03 \x03(\x0b\x32+.lauradb.cluster.TransactionOperationResult\x12\x14\n\x0cparticipants\x18\x04 \x01(\x05\x12%\n\x05\x65rror\x18\x64 \x01(\x0b\x32\x16.lauradb.cluster.Error*\x88\x01\n\x10TransactionState\x12\x11\n\rUNKNOWN_STATE\x10\x00\x12\n\n\x06\x41\x43TIVE\x10\x01\x12\r\n\tPREPARING\x10\x02\x12\x0c\n\x08PREPARED\x10\x03\x12\x0e\n\nCOMMITTING\x10\x04\x12\r\n\tCOMMITTED\x10\x05\x12\x0c\n\x08\x41\x42ORTING\x10\x06\x12\x0b\n\x07\x41\x42ORTED\x10\x07\x32\xf4\x04\n\x12TransactionService\x12L\n\x07Prepare\x12\x1f.lauradb.cluster.PrepareRequest\x1a .lauradb.cluster.PrepareResponse\x12I\n\x06\x43ommit\x12\x1e.lauradb.cluster.CommitRequest\x1a\x1f.lauradb.cluster.CommitResponse\x12\x46\n\x05\x41\x62ort\x12\x1d.lauradb.cluster.AbortRequest\x1a\x1e.lauradb.cluster.AbortResponse\x12\\\n\x15QueryTransactionState\x12 .lauradb.cluster.RecoveryRequest\x1a!.lauradb.cluster.RecoveryResponse\x12`\n\x15\x43oordinateTransaction\x12\".lauradb.cluster.CoordinateRequest\x1a#.lauradb.cluster.CoordinateResponse\x12X\n\x11\x44\x65\x63ideTransaction\x12\x1e.lauradb.cluster.DecideRequest\x1a#.lauradb.cluster.CoordinateResponse\x12\x63\n\x11\x46inishTransaction\x12).lauradb.cluster.FinishTransactionRequest\x1a#.lauradb.cluster.CoordinateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lauradb.cluster.transaction_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRANSACTIONSTATE']._serialized_start=1242
-  _globals['_TRANSACTIONSTATE']._serialized_end=1378
-  _globals['_TRANSACTION']._serialized_start=113
-  _globals['_TRANSACTION']._serialized_end=233
-  _globals['_PREPAREREQUEST']._serialized_start=235
-  _globals['_PREPAREREQUEST']._serialized_end=359
-  _globals['_OPERATION']._serialized_start=361
-  _globals['_OPERATION']._serialized_end=473
-  _globals['_PREPARERESPONSE']._serialized_start=476
-  _globals['_PREPARERESPONSE']._serialized_end=606
-  _globals['_COMMITREQUEST']._serialized_start=608
-  _globals['_COMMITREQUEST']._serialized_end=663
-  _globals['_COMMITRESPONSE']._serialized_start=666
-  _globals['_COMMITRESPONSE']._serialized_end=798
-  _globals['_ABORTREQUEST']._serialized_start=800
-  _globals['_ABORTREQUEST']._serialized_end=870
-  _globals['_ABORTRESPONSE']._serialized_start=873
-  _globals['_ABORTRESPONSE']._serialized_end=1004
-  _globals['_RECOVERYREQUEST']._serialized_start=1006
-  _globals['_RECOVERYREQUEST']._serialized_end=1067
-  _globals['_RECOVERYRESPONSE']._serialized_start=1070
-  _globals['_RECOVERYRESPONSE']._serialized_end=1239
-  _globals['_TRANSACTIONSERVICE']._serialized_start=1381
-  _globals['_TRANSACTIONSERVICE']._serialized_end=1720
+  _globals['_TRANSACTIONSTATE']._serialized_start=3213
+  _globals['_TRANSACTIONSTATE']._serialized_end=3349
+  _globals['_TRANSACTION']._serialized_start=173
+  _globals['_TRANSACTION']._serialized_end=293
+  _globals['_PREPAREREQUEST']._serialized_start=296
+  _globals['_PREPAREREQUEST']._serialized_end=583
+  _globals['_OPERATION']._serialized_start=586
+  _globals['_OPERATION']._serialized_end=794
+  _globals['_PREPARERESPONSE']._serialized_start=797
+  _globals['_PREPARERESPONSE']._serialized_end=1065
+  _globals['_COMMITREQUEST']._serialized_start=1067
+  _globals['_COMMITREQUEST']._serialized_end=1122
+  _globals['_COMMITRESPONSE']._serialized_start=1125
+  _globals['_COMMITRESPONSE']._serialized_end=1257
+  _globals['_ABORTREQUEST']._serialized_start=1259
+  _globals['_ABORTREQUEST']._serialized_end=1329
+  _globals['_ABORTRESPONSE']._serialized_start=1332
+  _globals['_ABORTRESPONSE']._serialized_end=1463
+  _globals['_RECOVERYREQUEST']._serialized_start=1465
+  _globals['_RECOVERYREQUEST']._serialized_end=1554
+  _globals['_RECOVERYRESPONSE']._serialized_start=1557
+  _globals['_RECOVERYRESPONSE']._serialized_end=1726
+  _globals['_TRANSACTIONOPERATIONRESULT']._serialized_start=1729
+  _globals['_TRANSACTIONOPERATIONRESULT']._serialized_end=1867
+  _globals['_PARTICIPANTINFO']._serialized_start=1869
+  _globals['_PARTICIPANTINFO']._serialized_end=1919
+  _globals['_COORDINATEREQUEST']._serialized_start=1922
+  _globals['_COORDINATEREQUEST']._serialized_end=2128
+  _globals['_COORDINATERESPONSE']._serialized_start=2131
+  _globals['_COORDINATERESPONSE']._serialized_end=2289
+  _globals['_DECIDEREQUEST']._serialized_start=2292
+  _globals['_DECIDEREQUEST']._serialized_end=2463
+  _globals['_FINISHTRANSACTIONREQUEST']._serialized_start=2465
+  _globals['_FINISHTRANSACTIONREQUEST']._serialized_end=2507
+  _globals['_TRANSACTIONOPERATION']._serialized_start=2510
+  _globals['_TRANSACTIONOPERATION']._serialized_end=2771
+  _globals['_EXECUTETRANSACTIONREQUEST']._serialized_start=2774
+  _globals['_EXECUTETRANSACTIONREQUEST']._serialized_end=2990
+  _globals['_EXECUTETRANSACTIONRESPONSE']._serialized_start=2993
+  _globals['_EXECUTETRANSACTIONRESPONSE']._serialized_end=3210
+  _globals['_TRANSACTIONSERVICE']._serialized_start=3352
+  _globals['_TRANSACTIONSERVICE']._serialized_end=3980
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,21 @@ class TransactionServiceStub:
                 request_serializer=lauradb_dot_cluster_dot_transaction__pb2.RecoveryRequest.SerializeToString,
                 response_deserializer=lauradb_dot_cluster_dot_transaction__pb2.RecoveryResponse.FromString,
                 _registered_method=True)
+        self.CoordinateTransaction = channel.unary_unary(
+                '/lauradb.cluster.TransactionService/CoordinateTransaction',
+                request_serializer=lauradb_dot_cluster_dot_transaction__pb2.CoordinateRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_transaction__pb2.CoordinateResponse.FromString,
+                _registered_method=True)
+        self.DecideTransaction = channel.unary_unary(
+                '/lauradb.cluster.TransactionService/DecideTransaction',
+                request_serializer=lauradb_dot_cluster_dot_transaction__pb2.DecideRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_transaction__pb2.CoordinateResponse.FromString,
+                _registered_method=True)
+        self.FinishTransaction = channel.unary_unary(
+                '/lauradb.cluster.TransactionService/FinishTransaction',
+                request_serializer=lauradb_dot_cluster_dot_transaction__pb2.FinishTransactionRequest.SerializeToString,
+                response_deserializer=lauradb_dot_cluster_dot_transaction__pb2.CoordinateResponse.FromString,
+                _registered_method=True)
 
 
 class TransactionServiceServicer:
@@ -83,6 +98,31 @@ class TransactionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CoordinateTransaction(self, request, context):
+        """Ours: the coordinator record, kept by the coordinator shard.
+        Record a transaction's participants before any Prepare (state PREPARING). A resend
+        with the same fingerprint answers the record (with its decision, if any); another
+        fingerprint under the same txn_id is TRANSACTION_ID_REUSED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideTransaction(self, request, context):
+        """Record the decision: the first decision recorded wins and is answered to every
+        later call (a router's COMMITTED after a participant's presumed abort gets ABORTED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishTransaction(self, request, context):
+        """Every participant acknowledged the decision: the record may be pruned later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransactionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +145,21 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.QueryTransactionState,
                     request_deserializer=lauradb_dot_cluster_dot_transaction__pb2.RecoveryRequest.FromString,
                     response_serializer=lauradb_dot_cluster_dot_transaction__pb2.RecoveryResponse.SerializeToString,
+            ),
+            'CoordinateTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.CoordinateTransaction,
+                    request_deserializer=lauradb_dot_cluster_dot_transaction__pb2.CoordinateRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_transaction__pb2.CoordinateResponse.SerializeToString,
+            ),
+            'DecideTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideTransaction,
+                    request_deserializer=lauradb_dot_cluster_dot_transaction__pb2.DecideRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_transaction__pb2.CoordinateResponse.SerializeToString,
+            ),
+            'FinishTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishTransaction,
+                    request_deserializer=lauradb_dot_cluster_dot_transaction__pb2.FinishTransactionRequest.FromString,
+                    response_serializer=lauradb_dot_cluster_dot_transaction__pb2.CoordinateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +270,87 @@ class TransactionService:
             '/lauradb.cluster.TransactionService/QueryTransactionState',
             lauradb_dot_cluster_dot_transaction__pb2.RecoveryRequest.SerializeToString,
             lauradb_dot_cluster_dot_transaction__pb2.RecoveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CoordinateTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.TransactionService/CoordinateTransaction',
+            lauradb_dot_cluster_dot_transaction__pb2.CoordinateRequest.SerializeToString,
+            lauradb_dot_cluster_dot_transaction__pb2.CoordinateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.TransactionService/DecideTransaction',
+            lauradb_dot_cluster_dot_transaction__pb2.DecideRequest.SerializeToString,
+            lauradb_dot_cluster_dot_transaction__pb2.CoordinateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lauradb.cluster.TransactionService/FinishTransaction',
+            lauradb_dot_cluster_dot_transaction__pb2.FinishTransactionRequest.SerializeToString,
+            lauradb_dot_cluster_dot_transaction__pb2.CoordinateResponse.FromString,
             options,
             channel_credentials,
             insecure,
