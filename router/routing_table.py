@@ -84,7 +84,7 @@ class RoutingTable:
         """The shard owning a document (or a shard key document)."""
         if not self.sharded or self.chunk_map is None or self.pattern is None:
             return self.primary_shard
-        return self.chunk_map.chunk_for_key(self.pattern.key_for_doc(key_doc)).shard
+        return self.chunk_map.shard_for_key(self.pattern.key_for_doc(key_doc))
 
     def to_response(
         self, *, since_version: int = 0, since_epoch: str = "", incremental: bool = False

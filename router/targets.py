@@ -50,4 +50,4 @@ def target_shard_key(table: RoutingTable, key_doc: Mapping[str, Any]) -> Targets
     if not isinstance(key_doc, Mapping) or not key_doc:
         raise LauraError(ErrorCode.BAD_VALUE, "shard_key must be a non-empty document")
     key = table.pattern.key_for_values(key_values_from_doc(table, key_doc))
-    return Targets([table.chunk_map.chunk_for_key(key).shard], True)
+    return Targets([table.chunk_map.shard_for_key(key)], True)

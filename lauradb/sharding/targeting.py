@@ -22,7 +22,6 @@ first chunk (as MongoDB does, so callers always get at least one shard).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
@@ -54,15 +53,61 @@ _REGEXES = (Regex, re.Pattern)
 _RANGE_OPS = frozenset(("$gt", "$gte", "$lt", "$lte"))
 
 
-@dataclasses.dataclass
 class TargetResult:
-    """The shards (and, unless broadcasting, the chunks) a filter must be sent to."""
+    """The shards (and, unless broadcasting, the chunks) a filter must be sent to.
 
-    shards: set[str]
-    chunks: list[Chunk] | None
-    exact_single_key: bool
-    key: bytes | None = None  # the encoded chunk-space key when exact_single_key
-    broadcast: bool = False  # True when the filter does not restrict the shard key
+    ``key`` is the encoded chunk-space key when ``exact_single_key``; ``broadcast``
+    is True when the filter does not restrict the shard key (``chunks`` is then
+    None). A point target from the fast path of ``target`` holds the map and the
+    chunk's index and builds ``chunks`` on first use: routing needs only ``shards``,
+    and loading the ``Chunk`` of a 100,000-chunk map is a cache miss (issue 7).
+    """
+
+    __slots__ = (
+        "_chunk_index", "_chunk_map", "_chunks", "broadcast", "exact_single_key", "key", "shards",
+    )
+
+    def __init__(
+        self,
+        shards: set[str],
+        chunks: list[Chunk] | None,
+        exact_single_key: bool,
+        key: bytes | None = None,
+        broadcast: bool = False,
+        chunk_map: ChunkMap | None = None,
+        chunk_index: int = 0,
+    ) -> None:
+        self.shards = shards
+        self._chunks = chunks
+        self.exact_single_key = exact_single_key
+        self.key = key
+        self.broadcast = broadcast
+        self._chunk_map = chunk_map  # set: chunks is [chunk_map.chunks[chunk_index]]
+        self._chunk_index = chunk_index
+
+    @property
+    def chunks(self) -> list[Chunk] | None:
+        if self._chunk_map is not None:
+            self._chunks = [self._chunk_map.chunks[self._chunk_index]]
+            self._chunk_map = None
+        return self._chunks
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.shards, self.chunks, self.exact_single_key, self.key, self.broadcast)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TargetResult):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return (
+            f"TargetResult(shards={self.shards!r}, chunks={self.chunks!r}, "
+            f"exact_single_key={self.exact_single_key!r}, key={self.key!r}, "
+            f"broadcast={self.broadcast!r})"
+        )
 
 
 # ----------------------------------------------------------------------------- value sets
@@ -400,8 +445,8 @@ def target(
         value = filter_spec.get(pattern.fields[0], _MISSING)
         if type(value) in _POINT_TYPES:
             key = pattern.key_for_doc(filter_spec)
-            c = chunk_map.chunk_for_key(key)
-            return TargetResult({c.shard}, [c], True, key)
+            index, shard = chunk_map.locate(key)
+            return TargetResult({shard}, None, True, key, False, chunk_map, index)
     boxes = _Extractor(pattern.fields).boxes(filter_spec)
     points: set[bytes] = set()
     ranges: list[tuple[bytes, bytes]] = []
@@ -429,4 +474,4 @@ def target_key_for_insert(
     pattern: ShardKeyPattern, chunk_map: ChunkMap, doc: Mapping[str, Any]
 ) -> str:
     """The shard that owns ``doc``'s shard key (BAD_VALUE for arrays in the key)."""
-    return chunk_map.chunk_for_key(pattern.key_for_doc(doc)).shard
+    return chunk_map.shard_for_key(pattern.key_for_doc(doc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from lauradb.bsonkit.keys import encode_key, encode_value
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.chunk_map import Chunk, ChunkMap, combined_version, split_version
 from lauradb.sharding.shard_key import ShardKeyPattern
-from tests.unit.test_keys import small_values
+from tests.unit.test_keys import small_scalars, small_values
 
 SETTINGS = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -254,3 +255,73 @@ def test_apply_changes_rejects_incomplete_refresh() -> None:
     assert moved.shard_version("s7") == (1, 9)
     assert moved.shards() == {"s0", "s7"}
     assert cm.apply_changes([]) is cm
+
+
+# ----------------------------------------------------------------------------- compact lookups
+# ChunkMap keeps re-allocated copies of the minimums and one owner byte per chunk
+# (issue 7); every lookup must still agree with a plain bisect over the chunks'
+# own ``min_key``s.
+
+LOOKUP_PATTERNS = [
+    ShardKeyPattern(["a"]),
+    ShardKeyPattern(["a", "b"]),
+    ShardKeyPattern(["a"], "hashed"),
+    ShardKeyPattern(["a", "b"], "hashed"),
+]
+int64s = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([-(2**63), -1, 0, 1, 2**63 - 1]),
+).map(Int64)
+
+
+def plain_bisect_chunk(cm: ChunkMap, key: bytes) -> Chunk:
+    mins = [c.min_key for c in cm.chunks]
+    return cm.chunks[max(bisect_right(mins, key) - 1, 0)]
+
+
+def assert_lookups_agree(cm: ChunkMap, key: bytes) -> None:
+    expected = plain_bisect_chunk(cm, key)
+    assert cm.chunk_for_key(key) is expected
+    assert cm.shard_for_key(key) == expected.shard
+    index, shard = cm.locate(key)
+    assert cm.chunks[index] is expected and shard == expected.shard
+
+
+@SETTINGS
+@given(st.sampled_from(range(len(LOOKUP_PATTERNS))), st.data())
+def test_compact_lookups_equal_plain_bisect(pattern_index: int, data: st.DataObject) -> None:
+    pattern = LOOKUP_PATTERNS[pattern_index]
+    first = int64s if pattern.hashed else small_scalars
+    component = st.one_of(first, st.sampled_from([MinKey(), MaxKey()]))
+    rest = [small_scalars] * (len(pattern.fields) - 1)
+    key_values = st.tuples(component, *rest).map(list)
+    splits = data.draw(st.lists(key_values, max_size=40))
+    owners = data.draw(st.lists(st.sampled_from([*SHARDS, "s3", "s4"]), min_size=1, max_size=6))
+    cm = build_map(pattern, splits, owners)
+    probes = [encode_key(v) for v in data.draw(st.lists(key_values, min_size=1, max_size=10))]
+    probes += data.draw(st.lists(st.binary(max_size=12), max_size=4))  # any bytes at all
+    for c in cm.chunks:  # every bound, and just below and above it
+        probes += [c.min_key, c.min_key[:-1], c.min_key + b"\x00", c.max_key]
+    for key in probes:
+        assert_lookups_agree(cm, key)
+    # The map's copies are equal to, not the same objects as, the chunks' keys.
+    assert cm._mins == [c.min_key for c in cm.chunks]
+
+
+def test_compact_lookups_with_more_than_256_shards() -> None:
+    owners = [f"s{i:03d}" for i in range(300)]
+    cm = build_map(PATTERN_A, [[i] for i in range(1, 600)], owners)
+    assert len(cm.shards()) == 300
+    for c in cm.chunks:
+        assert_lookups_agree(cm, c.min_key)
+        assert cm.shard_for_key(c.min_key) == c.shard
+
+
+def test_compact_lookups_after_apply_changes() -> None:
+    cm = build_map(PATTERN_A, [[i] for i in range(0, 100, 10)], ["s0", "s1"])
+    c = cm.chunks[3]
+    moved = cm.apply_changes([Chunk(c.chunk_id, c.min, c.max, "s7", 9, 0)])
+    for key in [encode_key([v]) for v in range(-5, 105)] + [ch.min_key for ch in moved.chunks]:
+        assert_lookups_agree(moved, key)
+    assert moved.shard_for_key(c.min_key) == "s7"
+    assert cm.shard_for_key(c.min_key) == c.shard  # the old map is untouched

@@ -139,6 +139,33 @@ def test_targeting_is_sound(pattern_index: int, data: st.DataObject) -> None:
             assert pattern.key_for_doc(doc) == result.key, (spec, doc)
 
 
+
+point_values = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.integers(-(2**63), 2**63 - 1).map(Int64),
+    st.text(max_size=4),
+    st.binary(min_size=12, max_size=12).map(ObjectId),
+)
+
+
+@SETTINGS
+@given(st.sampled_from([0, 1]), st.data())
+def test_point_fast_path_equals_general_analysis(pattern_index: int, data: st.DataObject) -> None:
+    """``{key: v}`` takes the fast path (shard from the compact index, chunk built on
+    demand); adding a ``$comment`` forces the general analysis: same result."""
+    pattern = PATTERNS[pattern_index]
+    cm = chunk_map_for(pattern, data)
+    for v in data.draw(st.lists(point_values, min_size=1, max_size=8)):
+        fast = target(pattern, cm, {"a": v})
+        general = target(pattern, cm, {"a": v, "$comment": "general"})
+        chunk = cm.chunk_for_key(pattern.key_for_doc({"a": v}))
+        assert fast.shards == general.shards == {chunk.shard}
+        assert fast.exact_single_key and fast.key == general.key
+        assert target_key_for_insert(pattern, cm, {"a": v}) == chunk.shard
+        assert fast.chunks == general.chunks == [chunk]
+        assert fast == general
+
+
 # ----------------------------------------------------------------------------- shard keys
 
 
