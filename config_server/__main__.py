@@ -1,4 +1,5 @@
-"""``lauradb-config --port 27019 --data-dir DIR``: run the config server."""
+"""``lauradb-config --port 27019 --data-dir DIR [--store sqlite|etcd://h:p,...]``: run
+the config server (metadata in SQLite under DIR, or in etcd)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="lauradb-config", description="LauraDB config server (cluster metadata)"
     )
     add_common_args(parser, default_port=27019)
-    parser.add_argument("--data-dir", required=True, help="directory of the metadata store")
+    parser.add_argument(
+        "--data-dir", default="", help="directory of the metadata store (required with sqlite)"
+    )
+    parser.add_argument(
+        "--store",
+        default="sqlite",
+        help="metadata store: sqlite (default: a file in --data-dir) or "
+        "etcd://host:port[,host:port...][/name] (keys under /lauradb/<name>/, "
+        "name default 'default')",
+    )
     parser.add_argument(
         "--heartbeat-timeout",
         type=float,
@@ -54,6 +64,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="start with the balancer disabled (SetBalancerState enables it again)",
     )
     args = parse_with_sources(parser, argv)
+    if args.store in ("", "sqlite"):
+        if not args.data_dir:
+            parser.error("--data-dir is required (the sqlite metadata store lives there)")
+    elif args.store.startswith("etcd://"):
+        from config_server.store_etcd import parse_etcd_url
+        from lauradb.errors import LauraError
+
+        try:
+            parse_etcd_url(args.store)
+        except LauraError as exc:
+            parser.error(f"--store: {exc.message}")
+    else:
+        parser.error("--store must be sqlite or etcd://host:port[,host:port...][/name]")
     if args.heartbeat_timeout <= 0:
         parser.error("--heartbeat-timeout must be positive")
     if args.balancer_interval <= 0:
@@ -70,6 +93,7 @@ async def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         data_dir=args.data_dir,
+        store=args.store,
         heartbeat_timeout=args.heartbeat_timeout,
         metrics_port=args.metrics_port,
         balancer=BalancerSettings(

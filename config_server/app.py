@@ -16,7 +16,7 @@ from config_server.move_primary import PrimaryMover
 from config_server.shard_notifier import ShardNotifier
 from config_server.shard_removal import ShardRemoval
 from config_server.shard_rpc import ShardRpc
-from config_server.store import SqliteMetadataStore
+from config_server.store import open_store
 from lauradb.cluster import cluster_pb2, cluster_pb2_grpc, routing_pb2, routing_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.replset import ReplicaSets, pool_hello
@@ -36,11 +36,12 @@ class ConfigServerApp:
         host: str,
         port: int,
         data_dir: str | Path,
+        store: str = "sqlite",
         heartbeat_timeout: float = 5.0,
         metrics_port: int | None = None,
         balancer: BalancerSettings | None = None,
     ) -> None:
-        self.store = SqliteMetadataStore(data_dir)
+        self.store = open_store(store, data_dir)
         self.catalog = Catalog(self.store)
         self.pool = ChannelPool()
         # primaries of replica-set shards, shared by every config -> shard call

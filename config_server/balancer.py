@@ -41,6 +41,7 @@ from config_server.move_primary import PrimaryMover
 from config_server.shard_notifier import ShardNotifier
 from config_server.shard_removal import ShardRemoval
 from config_server.shard_rpc import ShardRpc
+from config_server.store import retry_conflicts
 from lauradb.aio import wait_event
 from lauradb.errors import ErrorCode, LauraError
 
@@ -119,10 +120,14 @@ class Balancer:
         self._primary_retry_at: dict[str, float] = {}  # database -> monotonic time
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        with catalog.store.transaction() as tx:
+        self._enabled = self._load_enabled()
+
+    @retry_conflicts
+    def _load_enabled(self) -> bool:
+        with self.catalog.store.transaction() as tx:
             if not self.settings.start_enabled:
                 tx.set_meta(ENABLED_KEY, "0")
-            self._enabled = tx.get_meta(ENABLED_KEY) != "0"
+            return tx.get_meta(ENABLED_KEY) != "0"
 
     # ------------------------------------------------------------------ control
 
@@ -130,6 +135,7 @@ class Balancer:
     def enabled(self) -> bool:
         return self._enabled
 
+    @retry_conflicts
     def set_enabled(self, enabled: bool) -> bool:
         with self.catalog.store.transaction() as tx:
             tx.set_meta(ENABLED_KEY, "1" if enabled else "0")

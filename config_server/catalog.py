@@ -28,7 +28,7 @@ from config_server.model import (
     combined_version,
 )
 from config_server.names import split_namespace, validate_collection_name, validate_database_name
-from config_server.store import MetadataStore, MetadataTransaction
+from config_server.store import MetadataStore, MetadataTransaction, retry_conflicts
 from lauradb.bsonkit.codec import encode_ordered
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.shard_key import ShardKeyPattern
@@ -117,6 +117,7 @@ class Catalog:
 
     # ------------------------------------------------------------------ shards
 
+    @retry_conflicts
     def add_shard(
         self,
         shard_id: str,
@@ -179,6 +180,7 @@ class Catalog:
             self._changed(tx)
             return "updated"
 
+    @retry_conflicts
     def remove_shard(self, shard_id: str) -> None:
         with self.store.transaction() as tx:
             if tx.get_shard(shard_id) is None:
@@ -235,6 +237,7 @@ class Catalog:
         self._changed(tx)
         return record, True
 
+    @retry_conflicts
     def ensure_database(self, name: str) -> tuple[DatabaseRecord, bool]:
         """The database, created on first use (primary: the shard with the fewest
         databases, ties to the lowest id); the flag says whether it was created."""
@@ -305,6 +308,7 @@ class Catalog:
         count = key_bounds.check_initial_chunks(initial_chunks, len(shards), resolved)
         return ShardingPlan(database, collection, pattern, resolved, count, primary)
 
+    @retry_conflicts
     def shard_collection(
         self,
         database: str,
@@ -375,6 +379,7 @@ class Catalog:
 
     # ----------------------------------------------------------------- indexes
 
+    @retry_conflicts
     def record_index(
         self,
         database: str,
@@ -429,6 +434,7 @@ class Catalog:
             tx.put_index(record)
         return True
 
+    @retry_conflicts
     def remove_index_record(self, database: str, collection: str, name: str) -> bool:
         """Forget one index record (``"*"``: all of the collection); whether any was."""
         validate_database_name(database)
@@ -454,6 +460,7 @@ class Catalog:
 
     # ------------------------------------------------------------------- drops
 
+    @retry_conflicts
     def drop_collection_metadata(self, database: str, collection: str) -> DroppedNamespaces:
         """Forget a collection: its sharding (collection row, chunks) and its index
         records, in one transaction. Sharding it again later starts a new epoch."""
@@ -471,6 +478,7 @@ class Catalog:
             coll is not None or removed > 0, [namespace] if coll is not None else []
         )
 
+    @retry_conflicts
     def drop_database_metadata(self, database: str) -> DroppedNamespaces:
         """Forget a database: every sharded collection, chunk and index record of it
         and the database itself (with its primary shard choice), in one transaction."""
@@ -492,6 +500,7 @@ class Catalog:
 
     # ------------------------------------------------------------------ chunks
 
+    @retry_conflicts
     def split_chunk(
         self, chunk_id: str, split_point: Mapping[str, Any], *, auto: bool = False
     ) -> tuple[ChunkRecord, ChunkRecord]:
@@ -556,6 +565,7 @@ class Catalog:
             self._changed(tx)
         return left, right
 
+    @retry_conflicts
     def set_chunk_jumbo(self, chunk_id: str, jumbo: bool) -> bool:
         """Mark (or unmark) a chunk jumbo (no version change); whether it changed."""
         with self.store.transaction() as tx:
@@ -638,6 +648,7 @@ class Catalog:
 
     # ------------------------------------------------------------------- nodes
 
+    @retry_conflicts
     def register_node(self, node: NodeRecord) -> int:
         """Store (or replace) a node, up; link it to its shard. Returns the topology version."""
         if not node.node_id:
@@ -655,6 +666,7 @@ class Catalog:
                 tx.put_shard(replace(shard, node_id=node.node_id))
             return self._changed(tx)
 
+    @retry_conflicts
     def deregister_node(self, node_id: str) -> int:
         with self.store.transaction() as tx:
             if tx.get_node(node_id) is None:
@@ -673,6 +685,7 @@ class Catalog:
         with self.store.snapshot() as tx:
             return tx.list_nodes()
 
+    @retry_conflicts
     def set_node_up(self, node_id: str, up: bool, last_heartbeat_ms: int = 0) -> bool:
         """Mark a node up or down; True if that changed anything (topology bumped)."""
         with self.store.transaction() as tx:

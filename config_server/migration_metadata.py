@@ -24,7 +24,7 @@ from config_server.model import (
     ShardRecord,
 )
 from config_server.names import split_namespace
-from config_server.store import MetadataTransaction
+from config_server.store import MetadataTransaction, retry_conflicts
 from lauradb.errors import ErrorCode, LauraError
 
 COMMITTED_KEY = "migrations_committed"
@@ -72,6 +72,7 @@ class MigrationMetadata:
 
     # ------------------------------------------------------------------ start
 
+    @retry_conflicts
     def begin(self, chunk_id: str, from_shard: str, to_shard: str) -> MigrationStart:
         """Validate a migration and persist its "running" row (one transaction).
 
@@ -135,6 +136,7 @@ class MigrationMetadata:
 
     # ------------------------------------------------------------------ commit
 
+    @retry_conflicts
     def commit(
         self,
         migration_id: str,
@@ -219,6 +221,7 @@ class MigrationMetadata:
 
     # ------------------------------------------------------------------ finish
 
+    @retry_conflicts
     def finish(self, migration_id: str, *, documents: int = 0, error: str = "") -> MigrationRecord:
         """After the donor answered: a committed row records the document count; a
         row still "running" becomes "failed" (with ``error``, or a note that the donor
@@ -243,6 +246,7 @@ class MigrationMetadata:
             tx.prune_migrations(HISTORY_KEPT)
             return row
 
+    @retry_conflicts
     def recover(self) -> list[MigrationRecord]:
         """At start-up: every "running" row (its orchestrator died with the previous
         process) becomes committed (the recipient owns the chunk) or failed. Returns

@@ -25,6 +25,7 @@ from config_server.catalog import Catalog
 from config_server.model import DatabaseRecord, ShardRecord
 from config_server.shard_notifier import ShardNotifier
 from config_server.shard_rpc import MOVE_RANGE_TIMEOUT_S, ShardRpc
+from config_server.store import retry_conflicts
 from lauradb.cluster import shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 
@@ -114,6 +115,7 @@ class PrimaryMover:
             self.running.pop(database, None)
         return MovePrimaryResult(op, list(resp.collections_moved), int(resp.documents_moved))
 
+    @retry_conflicts
     async def commit(
         self, database: str, from_shard: str, to_shard: str, operation_id: str
     ) -> bool:

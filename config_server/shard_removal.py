@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from config_server.catalog import Catalog
 from config_server.model import MIGRATION_RUNNING, DatabaseRecord
+from config_server.store import retry_conflicts
 from lauradb.errors import ErrorCode, LauraError
 
 STARTED = "started"
@@ -48,6 +49,7 @@ class ShardRemoval:
         self._blocked = blocked_databases or (lambda shard_id: [])
         self.moves_primaries = moves_primaries
 
+    @retry_conflicts
     def request(self, shard_id: str) -> RemovalStatus:
         """One RemoveShard call: start draining, report progress, or complete."""
         if not shard_id:
@@ -113,6 +115,7 @@ class ShardRemoval:
             message=message,
         )
 
+    @retry_conflicts
     def reassign_primary(self, database: str, from_shard: str) -> str | None:
         """Make another (non-draining, fewest databases) shard the primary of a
         database whose primary is ``from_shard``; the new primary, or None when the

@@ -2,20 +2,29 @@
 
 The catalog (``config_server.catalog``) does every metadata change inside one
 ``store.transaction()``: either all of its writes land or none do. Another backend
-(etcd, say) only has to implement ``MetadataStore``/``MetadataTransaction``.
+only has to implement ``MetadataStore``/``MetadataTransaction``: the etcd one
+(``config_server.store_etcd``) is optimistic, so its commit may fail with
+``MetadataConflict`` when another config server changed what the transaction read;
+every metadata-changing method is wrapped in ``retry_conflicts``, which runs it again
+(the body of a ``with store.transaction()`` cannot be re-run by the store itself).
+SQLite never conflicts (one writer, BEGIN IMMEDIATE).
+
+``open_store(spec, data_dir)`` opens the store a ``--store`` value names.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from config_server.model import (
     ChunkRecord,
@@ -34,6 +43,50 @@ log = logging.getLogger("lauradb.config.store")
 DB_FILE_NAME = "config.sqlite3"
 SCHEMA_VERSION = 4  # 2: index records; 3: migrations; 4: shards.members
 TOPOLOGY_VERSION_KEY = "topology_version"
+CONFLICT_RETRIES = 50  # attempts of a metadata change that keeps conflicting
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class MetadataConflict(LauraError):
+    """The commit lost a race with another writer (nothing of it was applied)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.WRITE_CONFLICT, message)
+
+
+def retry_conflicts(fn: F) -> F:
+    """Run a metadata-changing function (sync or async) again when its transaction
+    hits a ``MetadataConflict``; the last conflict propagates after
+    ``CONFLICT_RETRIES`` attempts. The function must do nothing outside its
+    transactions that a second run would repeat wrongly."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            for attempt in range(CONFLICT_RETRIES):
+                try:
+                    return await fn(*args, **kwargs)
+                except MetadataConflict:
+                    if attempt + 1 >= CONFLICT_RETRIES:
+                        raise
+                    log.debug("%s: metadata conflict, retrying", fn.__qualname__)
+            raise AssertionError("unreachable")
+
+        return cast(F, run_async)
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return fn(*args, **kwargs)
+            except MetadataConflict:
+                if attempt + 1 >= CONFLICT_RETRIES:
+                    raise
+                log.debug("%s: metadata conflict, retrying", fn.__qualname__)
+        raise AssertionError("unreachable")
+
+    return cast(F, run)
 
 
 class MetadataTransaction(abc.ABC):
@@ -197,6 +250,26 @@ class MetadataStore(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    def sync(self) -> None:
+        """Make the next snapshots show every change committed so far by any config
+        server sharing the store (a no-op for a store only this process writes)."""
+        return None
+
+
+def open_store(spec: str, data_dir: str | Path) -> MetadataStore:
+    """The store a ``--store`` value names: ``sqlite`` (the file in ``data_dir``) or
+    ``etcd://host:port[,host:port...][/name]``."""
+    if spec in ("", "sqlite"):
+        return SqliteMetadataStore(data_dir)
+    if spec.startswith("etcd://"):
+        from config_server.store_etcd import EtcdMetadataStore  # optional dependency
+
+        return EtcdMetadataStore(spec)
+    raise LauraError(
+        ErrorCode.BAD_VALUE,
+        f"unknown metadata store '{spec}': use sqlite or etcd://host:port[,host:port...][/name]",
+    )
 
 
 _SCHEMA = (

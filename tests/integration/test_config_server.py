@@ -183,11 +183,23 @@ class ConfigProcess:
 
 
 @pytest.fixture
-async def config_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def config_factory(
+    tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[..., Any]]:
+    """Config server processes on the test's metadata store (``store_kind``: every test
+    runs on SQLite in ``data_dir`` and on etcd under a cluster name of its own)."""
     started: list[ConfigProcess] = []
+    store_args: tuple[str, ...] = ()
+    if store_kind == "etcd":
+        from tests.conftest import etcd_cluster_name
+
+        server = request.getfixturevalue("etcd_server")
+        store_args = ("--store", f"{server.url}/{etcd_cluster_name(request)}")
 
     async def make(*extra: str, data_dir: Path | None = None) -> ConfigProcess:
-        proc = ConfigProcess(data_dir or tmp_path / "config", tmp_path / "config.log", *extra)
+        proc = ConfigProcess(
+            data_dir or tmp_path / "config", tmp_path / "config.log", *store_args, *extra
+        )
         await proc.start()
         started.append(proc)
         return proc

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from config_server.catalog import Catalog
 from config_server.index_records import parse_keys, unique_compatible
-from config_server.store import DB_FILE_NAME, SCHEMA_VERSION, SqliteMetadataStore
+from config_server.store import DB_FILE_NAME, SCHEMA_VERSION, MetadataStore, SqliteMetadataStore
 from lauradb.errors import ErrorCode, LauraError
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteMetadataStore]:
-    s = SqliteMetadataStore(tmp_path / "cfg")
-    yield s
-    s.close()
+def store(metadata_store: MetadataStore) -> MetadataStore:
+    return metadata_store  # both backends (tests/conftest.py)
 
 
 @pytest.fixture
-def catalog(store: SqliteMetadataStore) -> Catalog:
+def catalog(store: MetadataStore) -> Catalog:
     c = Catalog(store)
     for i in range(3):
         c.add_shard(f"shard{i}", "127.0.0.1", 30000 + i)
@@ -130,7 +127,7 @@ def test_remove_index_record(catalog: Catalog) -> None:
     assert names(catalog, "db", "c") == []
 
 
-def test_drop_collection_metadata(catalog: Catalog, store: SqliteMetadataStore) -> None:
+def test_drop_collection_metadata(catalog: Catalog, store: MetadataStore) -> None:
     first, _ = catalog.shard_collection("db", "c", ["k"], "HASH")
     catalog.record_index("db", "c", "a_1", [("a", 1)])
     catalog.record_index("db", "other", "a_1", [("a", 1)])
@@ -154,7 +151,7 @@ def test_drop_collection_metadata(catalog: Catalog, store: SqliteMetadataStore) 
     assert not catalog.drop_collection_metadata("nodb", "x").dropped
 
 
-def test_drop_database_metadata(catalog: Catalog, store: SqliteMetadataStore) -> None:
+def test_drop_database_metadata(catalog: Catalog, store: MetadataStore) -> None:
     catalog.ensure_database("keep")
     catalog.shard_collection("db", "c1", ["k"], "HASH")
     catalog.shard_collection("db", "c2", ["k"], "RANGE")

@@ -4,7 +4,6 @@ orchestrator with stand-in shards, shard removal and a balancer round."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -39,14 +38,12 @@ from lauradb.errors import ErrorCode, LauraError
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteMetadataStore]:
-    s = SqliteMetadataStore(tmp_path / "cfg")
-    yield s
-    s.close()
+def store(metadata_store: MetadataStore) -> MetadataStore:
+    return metadata_store  # both backends (tests/conftest.py)
 
 
 @pytest.fixture
-def catalog(store: SqliteMetadataStore) -> Catalog:
+def catalog(store: MetadataStore) -> Catalog:
     return Catalog(store)
 
 

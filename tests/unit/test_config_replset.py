@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from config_server.catalog import Catalog
-from config_server.store import DB_FILE_NAME, SqliteMetadataStore
+from config_server.store import DB_FILE_NAME, MetadataStore, SqliteMetadataStore
 from lauradb.errors import ErrorCode, LauraError
 
 
@@ -35,8 +35,8 @@ def test_old_data_dir_gains_the_members_column(tmp_path: Path) -> None:
     assert reopened.add_shard("s1", "h", 2, members=["h:2", "h:3", "h:4"]) == "unchanged"
 
 
-def test_members_are_validated(tmp_path: Path) -> None:
-    catalog = Catalog(SqliteMetadataStore(tmp_path))
+def test_members_are_validated(metadata_store: MetadataStore) -> None:
+    catalog = Catalog(metadata_store)
     with pytest.raises(LauraError) as info:
         catalog.add_shard("s0", "h", 1, members=["h:2", "h:3"])  # the seed is not a member
     assert info.value.code == ErrorCode.BAD_VALUE

@@ -1,10 +1,11 @@
-"""The config server's metadata store and catalog (SQLite backend)."""
+"""The config server's metadata store and catalog, on both backends (SQLite, etcd:
+the ``metadata_store``/``make_store`` fixtures are parametrized over them)."""
 
 from __future__ import annotations
 
 import sqlite3
-import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +21,32 @@ from config_server.catalog import Catalog, ShardMapView
 from config_server.failure_detector import FailureDetector
 from config_server.key_bounds import hashed_boundaries
 from config_server.model import ChunkRecord, NodeRecord, ShardRecord, combined_version
-from config_server.store import SqliteMetadataStore, SqliteTransaction
+from config_server.store import MetadataStore, SqliteMetadataStore, SqliteTransaction
+from config_server.store_etcd import EtcdTransaction
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.chunk_map import Chunk, ChunkMap
 from lauradb.sharding.shard_key import ShardKeyPattern
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteMetadataStore]:
+def store(metadata_store: MetadataStore) -> MetadataStore:
+    return metadata_store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteMetadataStore]:
     s = SqliteMetadataStore(tmp_path / "cfg")
     yield s
     s.close()
 
 
 @pytest.fixture
-def catalog(store: SqliteMetadataStore) -> Catalog:
+def catalog(store: MetadataStore) -> Catalog:
     return Catalog(store)
+
+
+def tx_class(store: MetadataStore) -> type[Any]:
+    return SqliteTransaction if isinstance(store, SqliteMetadataStore) else EtcdTransaction
 
 
 def add_shards(catalog: Catalog, n: int) -> list[str]:
@@ -87,7 +98,20 @@ def test_schema_created_and_data_survives_reopen(tmp_path: Path) -> None:
     s2.close()
 
 
-def test_failing_transaction_leaves_nothing(store: SqliteMetadataStore) -> None:
+def test_data_survives_reopen(make_store: Callable[..., MetadataStore]) -> None:
+    s = make_store("d")
+    with s.transaction() as tx:
+        assert tx.topology_version() == 0
+        tx.put_shard(ShardRecord("a", "h", 1))
+        assert tx.bump_topology_version() == 1
+    s.close()
+    s2 = make_store("d")
+    with s2.snapshot() as tx:
+        assert tx.get_shard("a") == ShardRecord("a", "h", 1)
+        assert tx.topology_version() == 1
+
+
+def test_failing_transaction_leaves_nothing(store: MetadataStore) -> None:
     with pytest.raises(RuntimeError), store.transaction() as tx:
         tx.put_shard(ShardRecord("a", "h", 1))
         tx.bump_topology_version()
@@ -97,7 +121,8 @@ def test_failing_transaction_leaves_nothing(store: SqliteMetadataStore) -> None:
         assert tx.topology_version() == 0
 
 
-def test_sqlite_error_rolls_back_and_is_a_lauraerror(store: SqliteMetadataStore) -> None:
+def test_sqlite_error_rolls_back_and_is_a_lauraerror(sqlite_store: SqliteMetadataStore) -> None:
+    store = sqlite_store
     chunk = ChunkRecord("c1", "db.c", b"a", b"b", b"\x01", "s", 1, 0)
     with pytest.raises(LauraError) as exc, store.transaction() as tx:
         tx.put_shard(ShardRecord("a", "h", 1))
@@ -108,7 +133,7 @@ def test_sqlite_error_rolls_back_and_is_a_lauraerror(store: SqliteMetadataStore)
         assert tx.list_chunks() == []
 
 
-def test_snapshot_is_read_only_and_transactions_do_not_nest(store: SqliteMetadataStore) -> None:
+def test_snapshot_is_read_only_and_transactions_do_not_nest(store: MetadataStore) -> None:
     with pytest.raises(LauraError), store.snapshot() as tx:
         tx.put_shard(ShardRecord("a", "h", 1))
     with pytest.raises(LauraError), store.transaction(), store.transaction():
@@ -323,14 +348,17 @@ def test_shard_collection_is_atomic(catalog: Catalog, monkeypatch: pytest.Monkey
     add_shards(catalog, 2)
     before = catalog.topology_version()
 
-    def failing_insert(self: SqliteTransaction, chunks: list[ChunkRecord]) -> None:
-        self._conn.execute(
-            "INSERT INTO chunks (chunk_id, namespace, min_key, max_key, min_sort, shard_id, "
-            "major, minor, version, jumbo) VALUES ('x', 'db.c', x'', x'', x'', 's', 1, 0, 1, 0)"
-        )
-        raise sqlite3.OperationalError("disk I/O error")
+    def failing_insert(self: Any, chunks: list[ChunkRecord]) -> None:
+        if isinstance(self, SqliteTransaction):
+            self._conn.execute(
+                "INSERT INTO chunks (chunk_id, namespace, min_key, max_key, min_sort, shard_id, "
+                "major, minor, version, jumbo) VALUES ('x', 'db.c', x'', x'', x'', 's', 1, 0, 1, 0)"
+            )
+            raise sqlite3.OperationalError("disk I/O error")
+        self.set_meta("half-written", "1")
+        raise LauraError(ErrorCode.INTERNAL_ERROR, "injected")
 
-    monkeypatch.setattr(SqliteTransaction, "insert_chunks", failing_insert)
+    monkeypatch.setattr(tx_class(catalog.store), "insert_chunks", failing_insert)
     with pytest.raises(LauraError) as exc:
         catalog.shard_collection("db", "c", ["k"], "HASH")
     assert code_of(exc) == ErrorCode.INTERNAL_ERROR
@@ -340,6 +368,7 @@ def test_shard_collection_is_atomic(catalog: Catalog, monkeypatch: pytest.Monkey
     with catalog.store.snapshot() as tx:
         assert tx.list_chunks() == []
         assert tx.get_database("db") is None  # created in the same transaction
+        assert tx.get_meta("half-written") is None
 
 
 # --------------------------------------------------------------------------- splits
@@ -444,10 +473,10 @@ def test_split_is_atomic(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> N
     add_shards(catalog, 1)
     _, (c,) = catalog.shard_collection("db", "c", ["x"], "RANGE")
 
-    def failing_insert(self: SqliteTransaction, chunks: list[ChunkRecord]) -> None:
+    def failing_insert(self: Any, chunks: list[ChunkRecord]) -> None:
         raise LauraError(ErrorCode.INTERNAL_ERROR, "injected")
 
-    monkeypatch.setattr(SqliteTransaction, "insert_chunks", failing_insert)
+    monkeypatch.setattr(tx_class(catalog.store), "insert_chunks", failing_insert)
     with pytest.raises(LauraError):
         catalog.split_chunk(c.chunk_id, {"x": 1})
     monkeypatch.undo()
@@ -503,8 +532,10 @@ def test_shard_map_not_modified_incremental_and_epochs(catalog: Catalog) -> None
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(points=st.lists(st.integers(-1000, 1000), min_size=1, max_size=12))
-def test_random_splits_keep_a_valid_map(tmp_path: Path, points: list[int]) -> None:
-    s = SqliteMetadataStore(tempfile.mkdtemp(dir=tmp_path))
+def test_random_splits_keep_a_valid_map(
+    make_store: Callable[..., MetadataStore], points: list[int]
+) -> None:
+    s = make_store(f"h{uuid.uuid4().hex[:8]}")
     try:
         catalog = Catalog(s)
         add_shards(catalog, 2)
