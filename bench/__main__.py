@@ -8,7 +8,9 @@ The performance suite (issue 7), ``all`` when no scenario is named:
   scatter     a query on every shard vs on one, for 1 .. 8 shards
 
 It ends with one table of the targets and PASS/MISS for each. Also runnable by name:
-``engine``, ``indexes``, ``migration``, ``replication`` (other issues', not in ``all``).
+``engine``, ``indexes``, ``migration``, ``replication``, ``transactions`` (other
+issues', not in ``all``; ``transactions``: 1- vs 2- vs 3-shard transaction latency and
+throughput).
 ``--quick`` scales everything down (about 2 minutes in all); ``--json FILE`` writes
 every figure with the machine and the options, to compare runs over time.
 """
@@ -27,7 +29,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import engine, indexes, memory, migration, replication, scatter, targeting, targets, ycsb
+from bench import (
+    engine,
+    indexes,
+    memory,
+    migration,
+    replication,
+    scatter,
+    targeting,
+    targets,
+    transactions,
+    ycsb,
+)
 from bench.common import Env, Options, install_signal_handlers, machine
 
 SUITE: dict[str, Callable[[Env], Awaitable[dict[str, Any]]]] = {
@@ -36,6 +49,11 @@ SUITE: dict[str, Callable[[Env], Awaitable[dict[str, Any]]]] = {
     "memory": memory.run,
     "scatter": scatter.run,
 }
+# Scenarios on the suite's machinery, run only when named (not part of ``all``).
+EXTRA: dict[str, Callable[[Env], Awaitable[dict[str, Any]]]] = {
+    "transactions": transactions.run,
+}
+RUNNABLE = {**SUITE, **EXTRA}
 LEGACY: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
     "engine": engine.run,
     "indexes": indexes.run,
@@ -49,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    parser.add_argument("scenarios", nargs="*", choices=["all", *SUITE, *LEGACY, []], default=[])
+    parser.add_argument("scenarios", nargs="*", choices=["all", *SUITE, *EXTRA, *LEGACY, []], default=[])
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true",
                         help="small scale: 5,000 docs, 0.6 s per measurement, 15 s memory run")  # fmt: skip
@@ -90,7 +108,7 @@ async def run_suite(names: list[str], opts: Options, tmp: Path) -> dict[str, Any
                 await env.release("ycsb.dataset")  # give the 8-shard cluster the machine
             print(f"\n=== {name}", flush=True)
             try:
-                results[name] = await SUITE[name](env)
+                results[name] = await RUNNABLE[name](env)
             except Exception as exc:  # report it, run the other scenarios
                 traceback.print_exc()
                 print(f"scenario {name} FAILED: {type(exc).__name__}: {exc}", flush=True)
@@ -113,7 +131,7 @@ def run(ns: argparse.Namespace) -> int:
     if "all" in names:
         names = [n for n in names if n != "all"]
         names = list(SUITE) + [n for n in names if n not in SUITE]
-    suite = [n for n in SUITE if n in names]
+    suite = [n for n in RUNNABLE if n in names]
     legacy = [n for n in names if n in LEGACY]
     opts = Options.from_namespace(ns)
     install_signal_handlers()

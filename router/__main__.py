@@ -18,6 +18,7 @@ from router.config_client import DEFAULT_CONFIG_TIMEOUT
 from router.context import DEFAULT_MEMORY_LIMIT
 from router.cursors import IDLE_TIMEOUT
 from router.shard_client import DEFAULT_SHARD_TIMEOUT
+from router.txn_plan import DEFAULT_MAX_OPERATIONS, DEFAULT_TIMEOUT_MS, TxnSettings
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -61,6 +62,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"member matching its read preference) before failing (default {DEFAULT_BUFFER_WINDOW_S:g})",
     )
     parser.add_argument(
+        "--txn-max-operations",
+        type=int,
+        default=DEFAULT_MAX_OPERATIONS,
+        help=f"most operations in one transaction (default {DEFAULT_MAX_OPERATIONS})",
+    )
+    parser.add_argument(
+        "--txn-default-timeout-ms",
+        type=int,
+        default=DEFAULT_TIMEOUT_MS,
+        help="timeout of a transaction that sets none, in milliseconds: how long "
+        f"participants hold it prepared (default {DEFAULT_TIMEOUT_MS})",
+    )
+    parser.add_argument(
         "--test-drop-write-replies",
         action="store_true",
         help="TESTING ONLY: after a write completed on the shards, fail the call with "
@@ -71,7 +85,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--config must be HOST:PORT")
     require_positive(
         parser, args, "shard_timeout", "config_timeout", "cursor_timeout", "memory_limit_mb",
-        "failover_buffer",
+        "failover_buffer", "txn_max_operations", "txn_default_timeout_ms",
     )
     return args
 
@@ -88,6 +102,7 @@ async def _serve(args: argparse.Namespace) -> None:
         metrics_port=args.metrics_port,
         drop_write_replies=args.test_drop_write_replies,
         failover_buffer=args.failover_buffer,
+        txn_settings=TxnSettings(args.txn_max_operations, args.txn_default_timeout_ms),
     )
     await app.run()
 

@@ -19,6 +19,7 @@ from router.retryable import RetryCache
 from router.routing_cache import RoutingCache
 from router.service import RouterService
 from router.shard_client import DEFAULT_SHARD_TIMEOUT, ShardClient
+from router.txn_plan import TxnSettings
 
 __all__ = ["CONFIG_SERVICE", "ROUTER_SERVICE", "RouterApp"]
 
@@ -46,6 +47,7 @@ class RouterApp:
         metrics_port: int | None = None,
         drop_write_replies: bool = False,
         failover_buffer: float = DEFAULT_BUFFER_WINDOW_S,
+        txn_settings: TxnSettings | None = None,
     ) -> None:
         self.pool = ChannelPool()
         self.config = ConfigClient(self.pool.get(config_address), config_address, config_timeout)
@@ -60,7 +62,7 @@ class RouterApp:
         )
         self.server.add_service(
             routing_pb2_grpc.add_RouterServiceServicer_to_server,
-            RouterService(self.ctx, RetryCache(), drop_write_replies),
+            RouterService(self.ctx, RetryCache(), drop_write_replies, txn_settings),
             ROUTER_SERVICE,
         )
         self.server.add_service(

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from grpc import aio
 
-from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc
+from lauradb.cluster import router_ext_pb2, routing_pb2, routing_pb2_grpc, transaction_pb2
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.server import rpc_method
 from router import aggregate as aggregate_mod
@@ -27,6 +27,8 @@ from router.retryable import (
     insert_identity,
     update_identity,
 )
+from router.transactions import TransactionRunner
+from router.txn_plan import TxnSettings
 
 __all__ = ["RouterService"]
 
@@ -44,10 +46,12 @@ class RouterService(routing_pb2_grpc.RouterServiceServicer):
         ctx: RouterContext,
         retries: RetryCache | None = None,
         drop_write_replies: bool = False,
+        txn_settings: TxnSettings | None = None,
     ) -> None:
         self.ctx = ctx
         self.retries = retries if retries is not None else RetryCache()
         self.drop_write_replies = drop_write_replies
+        self.transactions = TransactionRunner(ctx, txn_settings)
 
     async def _write(
         self,
@@ -115,6 +119,12 @@ class RouterService(routing_pb2_grpc.RouterServiceServicer):
         return await self._write(
             delete_identity(request), lambda ident: writes.delete(self.ctx, request, ident)
         )
+
+    @rpc_method
+    async def ExecuteTransaction(
+        self, request: transaction_pb2.ExecuteTransactionRequest, context: Ctx
+    ) -> transaction_pb2.ExecuteTransactionResponse:
+        return await self.transactions.execute(request)
 
     @rpc_method
     async def Aggregate(

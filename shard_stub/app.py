@@ -19,6 +19,7 @@ from lauradb.cluster import (
     routing_pb2,
     routing_pb2_grpc,
     shard_pb2_grpc,
+    transaction_pb2_grpc,
 )
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.rpc.channels import ChannelPool
@@ -43,6 +44,16 @@ from shard_stub.replica.service import ReplicationServicer
 from shard_stub.retry_records import DEFAULT_MAX_RECORDS, DEFAULT_TTL_S, RetryPruner
 from shard_stub.service import SERVICE_NAME, FetchIndexes, ShardServicer
 from shard_stub.storage import ShardStorage
+from shard_stub.transactions.coordinator import Coordinator
+from shard_stub.transactions.participant import (
+    DEFAULT_LOCK_WAIT_S,
+    Participant,
+    ParticipantSettings,
+)
+from shard_stub.transactions.peers import TxnPeers
+from shard_stub.transactions.records import TxnRecords
+from shard_stub.transactions.service import SERVICE_NAME as TXN_SERVICE_NAME
+from shard_stub.transactions.service import TransactionServicer
 
 log = logging.getLogger("lauradb.shard")
 
@@ -158,6 +169,7 @@ class ShardApp:
         retry_history_ttl_s: float = DEFAULT_TTL_S,
         retry_history_max_records: int = DEFAULT_MAX_RECORDS,
         replica: ReplicaSettings | None = None,
+        txn_lock_wait_ms: int = int(DEFAULT_LOCK_WAIT_S * 1000),
     ) -> None:
         self.shard_id = shard_id
         self.host = host
@@ -199,6 +211,28 @@ class ShardApp:
         self.server.add_service(
             shard_pb2_grpc.add_ShardServiceServicer_to_server, self.servicer, SERVICE_NAME
         )
+        # Distributed transactions: this shard as a participant and as a coordinator
+        # shard (shard_stub.transactions); records in the shard's own storage.
+        self.txn_records = TxnRecords(self.storage)
+        self.txn_peers = TxnPeers(self.pool)
+        self.coordinator = Coordinator(
+            self.txn_records, shard_id, self.txn_peers.call,
+            wait_majority=self.servicer.wait_majority_of_last_write,
+            run_write=self.servicer._write,
+        )
+        lock_wait_s = txn_lock_wait_ms / 1000.0
+        self.servicer.txn_write_wait_s = 10 * lock_wait_s
+        self.participant = Participant(
+            shard_id, self.storage, self.txn_records, self.servicer,
+            call=self.txn_peers.call, coordinator=self.coordinator,
+            settings=ParticipantSettings(lock_wait_s=lock_wait_s),
+        )
+        self.txn_servicer = TransactionServicer(self.participant, self.coordinator)
+        self.server.add_service(
+            transaction_pb2_grpc.add_TransactionServiceServicer_to_server,
+            self.txn_servicer,
+            TXN_SERVICE_NAME,
+        )
         # Replica set (--replset): None keeps a standalone shard exactly as before.
         self.replica: ReplicaNode | None = None
         if replica is not None:
@@ -230,6 +264,19 @@ class ShardApp:
             self.replica.role_listeners.append(
                 lambda role: migrations.role_changed(role is Role.PRIMARY)
             )
+            # Transactions run on the primary: a new one reloads the prepared records
+            # (locks) before its first write, then runs recovery and the coordinator.
+            participant, coordinator = self.participant, self.coordinator
+            self.txn_servicer.replica = self.replica
+            self.replica.role_switch_hooks.append(
+                lambda role: participant.role_switching(role is Role.PRIMARY)
+            )
+            self.replica.role_listeners.append(
+                lambda role: participant.role_changed(role is Role.PRIMARY)
+            )
+            self.replica.role_listeners.append(
+                lambda role: coordinator.role_changed(role is Role.PRIMARY)
+            )
             self.server.add_service(
                 replication_pb2_grpc.add_ReplicationServiceServicer_to_server,
                 ReplicationServicer(self.replica),
@@ -251,6 +298,8 @@ class ShardApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         await self.retry_pruner.stop()
+        await self.participant.stop()
+        await self.coordinator.stop()
         await self.migrations.close()
         self.cursors.close_all()
         await self.pool.close()
@@ -271,6 +320,8 @@ class ShardApp:
             self.storage.oplog = await asyncio.to_thread(Oplog, self.storage)
         metrics.track_shard(self.shard_id, self.storage, self.metadata)
         await self.migrations.open()  # restart recovery before serving
+        if self.replica is None:  # a replica set reloads them when elected
+            await asyncio.to_thread(self.participant.open)
         port = await self.server.start()
         self.address = f"{self.advertise_host}:{port}"
         self.servicer.address = self.address
@@ -292,6 +343,9 @@ class ShardApp:
         self.membership.start()
         self._reaper = asyncio.create_task(self.cursors.run_reaper(CURSOR_REAP_INTERVAL_S))
         self.retry_pruner.start()
+        if self.replica is None:
+            self.participant.start()
+            self.coordinator.start()
         return port
 
     async def run(self) -> None:

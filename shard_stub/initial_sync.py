@@ -11,6 +11,8 @@ chunks, each one BSON document with a type ``t``:
   ``indexes`` (name, fields, unique, sparse, multikey);
 * ``docs``: ``ns``, ``docs`` (raw BSON documents, about ``CHUNK_BYTES`` per chunk);
 * ``retry``: ``records`` (retry records, every namespace);
+* ``txn``: ``rows`` (transaction record rows ``{t, k, d}``, see
+  ``shard_stub.transactions.records``);
 * ``state``: ``kind``, ``document``: node-local state (``storage.state_sources``, read
   when the snapshot is taken; later oplog entries of its kind replace it);
 * ``end``: ``documents`` (the number sent).
@@ -142,6 +144,15 @@ class SnapshotChunks(Iterator[bytes]):
             if not more:
                 break
             seq = last
+        txn_rows = self._db().execute("SELECT tbl, key, doc FROM txn_rows").fetchall()
+        for i in range(0, len(txn_rows), RECORDS_PER_CHUNK):
+            yield bson.encode({
+                "t": "txn",
+                "rows": [
+                    {"t": t, "k": k, "d": bytes(d)}
+                    for t, k, d in txn_rows[i:i + RECORDS_PER_CHUNK]
+                ],
+            })
         for kind, document in self._states.items():
             yield bson.encode({"t": "state", "kind": kind, "document": document})
         yield bson.encode({"t": "end", "documents": self.documents})
@@ -227,6 +238,7 @@ def wipe(storage: ShardStorage, *, syncing: bool = False) -> None:
             for ns in list(storage._wcat()):
                 storage._drop(conn, ns)
             conn.execute("DELETE FROM retry_records")
+            conn.execute("DELETE FROM txn_rows")
             oplog._reset(conn, OplogPosition(0, 0), syncing)
         oplog.reload()
     log.info("storage wiped%s", " for an initial sync" if syncing else "")
@@ -275,6 +287,9 @@ def restore(
                 loaded += len(chunk["docs"])
             elif kind == "retry":
                 retry_records.add_many(conn, [_record_from_doc(d) for d in chunk["records"]])
+            elif kind == "txn":
+                for r in chunk["rows"]:
+                    storage._store_txn_row(conn, str(r["t"]), str(r["k"]), bytes(r["d"]))
             elif kind == "state":
                 applier = storage.state_appliers.get(str(chunk["kind"]))
                 if applier is not None:

@@ -11,7 +11,9 @@
 2. ``RecvChunkStart`` on the recipient, then poll ``RecvChunkStatus`` until it is
    ``steady`` (clone done, mods drained to a few); a recipient that fails, stops
    answering (``recipient_unreachable_s``) or stops progressing aborts the migration;
-3. critical section: writes to the range wait (reads never do); ``RecvChunkCommit``
+3. once no prepared transaction locks a document of the range (bounded wait, see
+   ``_enter_critical_section``; else the migration aborts and the balancer retries),
+   critical section: writes to the range wait (reads never do); ``RecvChunkCommit``
    (the recipient drains the last mods: ``done``); persist ``committing``; the config
    server's ``CommitChunkMigration``. An uncertain outcome (config unreachable, deadline)
    is resolved by asking ``GetMigrationState`` (re-sending the idempotent commit while
@@ -264,8 +266,9 @@ class MigrationDonor:
             log.info("migration %s: %d documents to clone", rec.migration_id, len(mig.snapshot))
             await peer.recv_start(self._start_request(mig))
             await self._wait_steady(mig, peer)
-            # Critical section: no write to the range from here on.
-            mig.section.enter()
+            # Critical section: no write to the range from here on (once no prepared
+            # transaction locks a document of the range).
+            await self._enter_critical_section(mig)
             cached = self.metadata.cached(r.database, r.collection)
             if cached is not None and cached.epoch == rec.epoch:
                 mig.version_before = max(mig.version_before, cached.shard_version)
@@ -395,6 +398,58 @@ class MigrationDonor:
                     f"recipient {rec.to_shard} made no progress for {s.stall_timeout_s:g}s",
                 )
             await asyncio.sleep(s.status_poll_s)
+
+    async def _enter_critical_section(self, mig: DonorMigration) -> None:
+        """Enter the critical section once no prepared transaction locks a document of
+        the range: a chunk with prepared documents does not migrate until they resolve.
+
+        A prepared transaction's effects are applied by its Commit on this shard (an
+        ordinary write: the transfer log carries it to the recipient while cloning), so
+        the range must not be frozen while one is pending. The section is entered first
+        and the lock table read under the storage write lock afterwards: a Prepare after
+        that sees the section (its capture checks the write guards) and votes no
+        (retryable), one before it holds its locks already, so none slips in between.
+        Locks found: the section is left again (blocked writers go on), the donor waits
+        for a release and looks again, for at most ``settings.prepared_wait_s``; then
+        the migration aborts (CONFLICTING_OPERATION_IN_PROGRESS) and the balancer
+        retries it later (a transaction blocked on an unreachable coordinator shard
+        could otherwise hold the chunk, and the migration, for ever)."""
+        r = mig.range
+        locks = self.storage.txn_locks
+        wait_s = self.settings.prepared_wait_s
+        deadline = time.monotonic() + wait_s
+
+        def locked_in_range() -> set[str]:
+            with self.storage.write_lock():
+                return locks.in_range(r.ns, r.keys)
+
+        logged = False
+        while True:
+            mig.section.enter()
+            held = await asyncio.to_thread(locked_in_range)
+            if not held:
+                if logged:
+                    log.info("migration %s: prepared transactions resolved; entering the "
+                             "critical section", mig.migration_id)
+                return
+            mig.section.leave()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                names = ", ".join(sorted(held)[:5]) + (", ..." if len(held) > 5 else "")
+                raise LauraError(
+                    ErrorCode.CONFLICTING_OPERATION_IN_PROGRESS,
+                    f"migration {mig.migration_id}: {r.describe()} still has documents "
+                    f"locked by {len(held)} prepared transaction(s) ({names}) after "
+                    f"{wait_s:g}s; the chunk migrates once they resolve (retry later)",
+                    {"txn_ids": sorted(held)[:20]},
+                )
+            if not logged:
+                logged = True
+                log.info("migration %s: waiting up to %gs for %d prepared transaction(s) "
+                         "locking documents of %s", mig.migration_id, wait_s, len(held),
+                         r.describe())
+            # a release wakes us; look again at least every second regardless
+            await locks.wait_any_release(min(remaining, 1.0))
 
     async def _abort(self, mig: DonorMigration, peer: ShardPeer | None, reason: str) -> None:
         rec = mig.record

@@ -15,6 +15,9 @@ class MigrationSettings:
     recv_commit_timeout_s: float = 30.0
     commit_resolve_s: float = 60.0  # MoveRange gives up waiting for an uncertain commit
     write_wait_s: float = 5.0  # blocked writers wait this long for a critical section
+    # before the critical section: wait this long for prepared transactions locking
+    # documents of the range to resolve, else abort (the balancer retries later)
+    prepared_wait_s: float = 30.0
     log_every_docs: int = 1000  # an INFO line every N documents cloned
     # Recipient.
     clone_batch: int = 1000  # documents per MigrateClone page

@@ -53,6 +53,7 @@ from shard_stub.replica import write_concern
 from shard_stub.replica.node import ReplicaNode
 from shard_stub.retry_records import RETRIED_STATEMENTS, RetryBatch, RetryStatement
 from shard_stub.storage import ShardStorage
+from shard_stub.transactions.locks import run_unlocked
 
 log = logging.getLogger("lauradb.shard.service")
 
@@ -66,6 +67,7 @@ T = TypeVar("T")
 # deadline (so the reply, with its write_concern_error, still reaches the caller).
 WRITE_CONCERN_DEADLINE_MARGIN_S = 0.25
 MIGRATION_MAJORITY_WAIT_S = 30.0
+TXN_WRITE_WAIT_S = 1.0
 
 # ConfigService.GetCollectionIndexes(database, collection) -> the recorded indexes.
 FetchIndexes = Callable[[str, str], Awaitable[list[router_ext_pb2.IndexSpec]]]
@@ -140,6 +142,9 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
         self.fetch_indexes = fetch_indexes
         self.migrations = migrations
         self.write_wait_s = migrations.write_wait_s if migrations else DEFAULT_WRITE_WAIT_S
+        # A write touching a document locked by a prepared transaction waits this long
+        # for the lock (--txn-lock-wait-ms x 10), then fails with WRITE_CONFLICT.
+        self.txn_write_wait_s = TXN_WRITE_WAIT_S
         if migrations is not None:
             migrations.set_ensure_indexes(self.ensure_recorded_indexes)
             migrations.primary.ensure_indexes = self.ensure_recorded_indexes
@@ -410,30 +415,36 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
 
     # On a replica set: NOT_WRITABLE_PRIMARY unless primary and a bad write concern
     # (BAD_VALUE) before anything is touched; after the write, its write concern wait.
+    # A write touching a document locked by a prepared transaction waits for the lock
+    # (bounded, ``txn_write_wait_s``) and runs again; then WRITE_CONFLICT.
 
     @rpc_method
     async def Insert(self, request: shard_pb2.ShardInsertRequest, context: Ctx) -> Any:
         spec = self._concern_spec(request)
-        resp, op_id = await run_unblocked(
-            lambda: self._primary_guarded(request, self._insert), self.write_wait_s
-        )
+        resp, op_id = await self._run_write(request, self._insert)
         return await self._with_concern(resp, op_id, spec, context)
 
     @rpc_method
     async def Update(self, request: shard_pb2.ShardUpdateRequest, context: Ctx) -> Any:
         spec = self._concern_spec(request)
-        resp, op_id = await run_unblocked(
-            lambda: self._primary_guarded(request, self._update), self.write_wait_s
-        )
+        resp, op_id = await self._run_write(request, self._update)
         return await self._with_concern(resp, op_id, spec, context)
 
     @rpc_method
     async def Delete(self, request: shard_pb2.ShardDeleteRequest, context: Ctx) -> Any:
         spec = self._concern_spec(request)
-        resp, op_id = await run_unblocked(
-            lambda: self._primary_guarded(request, self._delete), self.write_wait_s
-        )
+        resp, op_id = await self._run_write(request, self._delete)
         return await self._with_concern(resp, op_id, spec, context)
+
+    async def _run_write(
+        self, request: Any, op: Callable[[Any], Awaitable[tuple[Any, int]]]
+    ) -> tuple[Any, int]:
+        """Run a write: waits (bounded) for a migration's critical section and for
+        documents locked by prepared transactions, then runs it again."""
+        return await run_unlocked(
+            lambda: run_unblocked(lambda: self._primary_guarded(request, op), self.write_wait_s),
+            self.storage.txn_locks, self.txn_write_wait_s,
+        )
 
     async def _primary_guarded(self, request: Any, op: Callable[[Any], Awaitable[Any]]) -> Any:
         """An unsharded write waits while a movePrimary of its database copies it."""

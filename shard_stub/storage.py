@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import bson
 from bson.objectid import ObjectId
@@ -75,6 +75,7 @@ from shard_stub.scan_plan import (
     ScanPlan,
     choose_plan,
 )
+from shard_stub.transactions.locks import LockTable
 from shard_stub.write_guard import NamespaceGuard
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lauradb.shard.storage")
 
 ConnFn = Callable[[], sqlite3.Connection]
+T = TypeVar("T")
 
 DB_FILENAME = "shard.sqlite3"
 FIRST_PAGE = 64
@@ -107,6 +109,12 @@ CREATE TABLE IF NOT EXISTS indexes (
     PRIMARY KEY (ns, name)
 );
 INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', '1');
+CREATE TABLE IF NOT EXISTS txn_rows (
+    tbl TEXT NOT NULL,
+    key TEXT NOT NULL,
+    doc BLOB NOT NULL,
+    PRIMARY KEY (tbl, key)
+);
 """ + retry_records.SCHEMA
 
 
@@ -280,6 +288,46 @@ PatternArg = ShardKeyPattern | None | _Keep
 
 RETRY_KIND = "retry"  # an oplog entry carrying retry records only
 NOOP_KIND = "noop"  # a new primary's first entry
+TXN_ROW_KIND = "txn_row"  # a transaction record row (shard_stub.transactions.records)
+
+# A transaction record row change: (table, key, BSON document or None to delete).
+TxnRowChange = tuple[str, str, bytes | None]
+# A document lock a transaction takes: (namespace, id_key, shard_key).
+LockedDoc = tuple[str, bytes, bytes | None]
+
+
+def unique_lock_ns(ns: str, index: str) -> str:
+    """The lock "namespace" of a unique index's keys (a prepared transaction that
+    writes a key of a unique index locks it, so no other write can take the key before
+    the transaction's Commit applies it)."""
+    return f"{ns}\x00ix\x00{index}"
+
+
+class _Capture:
+    """A running capture (``ShardStorage.capture``): who runs it and what it locked."""
+
+    def __init__(self, txn_id: str) -> None:
+        self.txn_id = txn_id
+        self.thread = threading.get_ident()
+        self.locked: dict[tuple[str, bytes], bytes | None] = {}
+
+
+class _CaptureGuard:
+    """A write guard seen by a capture: checks as usual, records no transfer-log
+    changes (nothing is written; the Commit's apply notifies the real guard)."""
+
+    def __init__(self, guard: NamespaceGuard) -> None:
+        self._guard = guard
+
+    def check(self, shard_key: bytes | None, owned: OwnedRanges | None) -> None:
+        self._guard.check(shard_key, owned)
+
+    def written(self, shard_key: bytes | None, id_key: bytes, id_value: Any) -> None:
+        return None
+
+    def deleted(self, shard_key: bytes | None, id_key: bytes, id_value: Any) -> None:
+        return None
+
 
 
 class ShardStorage:
@@ -308,6 +356,13 @@ class ShardStorage:
         self.is_primary = True
         self._txn_ops: list[replication_pb2.OplogEntry] | None = None
         self._local = threading.local()
+        # Transactions (shard_stub.transactions): documents locked by prepared
+        # transactions, consulted by every insert/update/delete per affected row (not
+        # by migration recipient writes, range deletion or oplog application).
+        self.txn_locks = LockTable()
+        self._capture: _Capture | None = None  # a Prepare computing its effects
+        self._lock_owner = ""  # the transaction whose Commit is being applied
+        self._lock_exempt = False  # a migration recipient's write: no lock checks
         # Node-local state kept outside this file that replicates as whole snapshots in
         # ``UNKNOWN_OP`` entries of its kind (``log_state``): a follower hands them to
         # ``state_appliers[kind]``; an initial sync copies ``state_sources[kind]()``.
@@ -437,6 +492,11 @@ class ShardStorage:
         """One write transaction; with an oplog (and ``log``) the entries the writes
         describe (``_txn_ops``) are appended to it before COMMIT."""
         with self._wlock:
+            cap = self._capture
+            if cap is not None and cap.thread == threading.get_ident():
+                with self._captured_step() as conn:
+                    yield conn
+                return
             conn = self._writer()
             conn.execute("BEGIN IMMEDIATE")
             self._txn_catalog = dict(self._catalog)
@@ -466,6 +526,28 @@ class ShardStorage:
                 self._txn_catalog = None
                 self._txn_multikey = set()
                 self._txn_ops = None
+
+    @contextmanager
+    def _captured_step(self) -> Iterator[sqlite3.Connection]:
+        """One write inside a capture: a savepoint of the capture's transaction (a
+        failed write leaves nothing behind); its entries join the capture's."""
+        conn = self._writer()
+        assert self._txn_ops is not None and self._txn_catalog is not None
+        n_ops = len(self._txn_ops)
+        catalog = dict(self._txn_catalog)
+        multikey = set(self._txn_multikey)
+        conn.execute("SAVEPOINT captured_write")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK TO captured_write")
+            conn.execute("RELEASE captured_write")
+            del self._txn_ops[n_ops:]
+            self._txn_catalog = catalog
+            self._txn_multikey = multikey
+            raise
+        conn.execute("RELEASE captured_write")
+        self._local.op_id = 0  # nothing was logged (the capture rolls back)
 
     def _notify(self, op_id: int) -> None:
         hook = self.on_commit
@@ -563,6 +645,26 @@ class ShardStorage:
         """The catalog as the running write transaction sees it."""
         assert self._txn_catalog is not None
         return self._txn_catalog
+
+    def _guard(self, ns: str) -> NamespaceGuard | _CaptureGuard | None:
+        """The migration write guard of ``ns`` for the running write (None: none)."""
+        guard = self.write_guards.get(ns) if self.write_guards else None
+        if guard is not None and self._capture is not None:
+            return _CaptureGuard(guard)
+        return guard
+
+    def _lock_check(self, ns: str, id_key: bytes, shard_key: bytes | None = None) -> None:
+        """A write (or a capture) is about to touch document ``id_key`` of ``ns``:
+        ``DocumentLocked`` when another transaction holds it; a capture records it."""
+        if self._lock_exempt:
+            return
+        cap = self._capture
+        if cap is not None:
+            self.txn_locks.check(ns, id_key, cap.txn_id)
+            cap.locked[(ns, id_key)] = shard_key
+            return
+        if len(self.txn_locks):
+            self.txn_locks.check(ns, id_key, self._lock_owner)
 
     # ------------------------------------------------------------------ catalog
 
@@ -923,7 +1025,7 @@ class ShardStorage:
                 )
             stmt_ids = retry.stmt_ids
         with self._transaction() as conn:
-            guard = self.write_guards.get(ns) if self.write_guards else None
+            guard = self._guard(ns)
             executed: dict[int, retry_records.RecordRow] = {}
             if retry is not None:
                 executed = retry_records.lookup_many(conn, retry.retry_id)
@@ -956,6 +1058,7 @@ class ShardStorage:
                     result.inserted += 1  # executed before: answered from its record
                     result.retried += 1
                     continue
+                self._lock_check(ns, p.id_key, p.shard_key)
                 try:
                     self._insert_row(conn, c, p, check_unique)
                 except LauraError as err:
@@ -1035,6 +1138,11 @@ class ShardStorage:
         if not ix.unique:
             conn.executemany(sql, [(k, id_key, int(aux)) for k, aux in keys.items()])
             return
+        if self._capture is not None or len(self.txn_locks):
+            lock_ns = unique_lock_ns(c.ns, ix.name)
+            for k, aux in keys.items():
+                if not aux:
+                    self._lock_check(lock_ns, k)
         for k, aux in keys.items():
             try:
                 conn.execute(sql, (k, id_key, int(aux)))
@@ -1079,6 +1187,10 @@ class ShardStorage:
     def _insert_doc(
         self, conn: sqlite3.Connection, c: Collection, p: _Prepared, check_unique: bool
     ) -> None:
+        if check_unique and p.shard_key is not None and (
+            self._capture is not None or len(self.txn_locks)
+        ):
+            self._lock_check(unique_lock_ns(c.ns, ""), p.shard_key)
         if check_unique and p.shard_key is not None and conn.execute(
             f"SELECT 1 FROM {c.table} WHERE shard_key = ? LIMIT 1", (p.shard_key,)
         ).fetchone():
@@ -1172,7 +1284,7 @@ class ShardStorage:
                     )
                 if retry.history_only:
                     raise _history_gone(retry)
-            guard = self.write_guards.get(ns) if self.write_guards else None
+            guard = self._guard(ns)
             c = self._wcat().get(ns)
             if c is not None and not isinstance(pattern, _Keep) and c.pattern != pattern:
                 c = self._ensure_collection(conn, ns, pattern)
@@ -1182,6 +1294,7 @@ class ShardStorage:
                     self._writer, self._wlock, c, spec, matcher, owned, ScanStats()
                 )
                 for row in rows:
+                    self._lock_check(ns, row.id_key, row.shard_key)
                     result.matched += 1
                     touched = (row.id_key, row.shard_key)
                     position = None
@@ -1214,6 +1327,7 @@ class ShardStorage:
                     raise owned.stale_error(f"upsert into {ns}")
                 if guard is not None:
                     guard.check(p.shard_key, owned)
+                self._lock_check(ns, p.id_key, p.shard_key)
                 self._insert_row(
                     conn, c, p, unique_key and c.pattern is not None and not c.pattern.hashed
                 )
@@ -1313,7 +1427,7 @@ class ShardStorage:
                     return int(found.outcome_doc().get("n", 0))
                 if retry.history_only:
                     raise _history_gone(retry)
-            guard = self.write_guards.get(ns) if self.write_guards else None
+            guard = self._guard(ns)
             c = self._wcat().get(ns)
             if c is None:
                 return 0
@@ -1324,6 +1438,7 @@ class ShardStorage:
             ):
                 if guard is not None:
                     guard.check(row.shard_key, owned)
+                self._lock_check(ns, row.id_key, row.shard_key)
                 conn.execute(sql, (row.id_key,))
                 if self._txn_ops is not None:
                     self._log(common_pb2.DELETE, ns, query=bson.encode({"_id": row.doc["_id"]}))
@@ -1387,6 +1502,192 @@ class ShardStorage:
                     self._txn_ops[-1].retry_records.append(retry_records.record_to_proto(r))
             return retry_records.add_many(conn, records)
 
+
+    # ------------------------------------------------------------------ transaction rows
+
+    def txn_rows_write(self, changes: Sequence[TxnRowChange]) -> int:
+        """Put/delete transaction record rows (``shard_stub.transactions.records``) in
+        one transaction; the op id of its last oplog entry (0 without an oplog)."""
+        if not changes:
+            return 0
+        with self._transaction() as conn:
+            for tbl, key, doc in changes:
+                self._txn_row(conn, tbl, key, doc)
+        return self.last_write_op_id()
+
+    def txn_row_get(self, tbl: str, key: str) -> bytes | None:
+        with self._rlock:
+            row = self._reader().execute(
+                "SELECT doc FROM txn_rows WHERE tbl = ? AND key = ?", (tbl, key)
+            ).fetchone()
+        return bytes(row[0]) if row is not None else None
+
+    def txn_row_scan(self, tbl: str) -> list[tuple[str, bytes]]:
+        with self._rlock:
+            rows = self._reader().execute(
+                "SELECT key, doc FROM txn_rows WHERE tbl = ? ORDER BY key", (tbl,)
+            ).fetchall()
+        return [(str(k), bytes(d)) for k, d in rows]
+
+    def _txn_row(self, conn: sqlite3.Connection, tbl: str, key: str, doc: bytes | None) -> None:
+        """Write one transaction record row inside the running write transaction (and
+        describe it for the oplog: kind ``txn_row``, document {t, k, d})."""
+        self._store_txn_row(conn, tbl, key, doc)
+        if self._txn_ops is not None:
+            self._log(
+                common_pb2.UNKNOWN_OP, "",
+                bson.encode({"t": tbl, "k": key, "d": doc}), kind=TXN_ROW_KIND,
+            )
+
+    @staticmethod
+    def _store_txn_row(conn: sqlite3.Connection, tbl: str, key: str, doc: bytes | None) -> None:
+        if doc is None:
+            conn.execute("DELETE FROM txn_rows WHERE tbl = ? AND key = ?", (tbl, key))
+        else:
+            conn.execute(
+                "INSERT OR REPLACE INTO txn_rows (tbl, key, doc) VALUES (?, ?, ?)",
+                (tbl, key, doc),
+            )
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def _exempt_from_locks(self) -> Iterator[None]:
+        before, self._lock_exempt = self._lock_exempt, True
+        try:
+            yield
+        finally:
+            self._lock_exempt = before
+
+    def capture(
+        self, txn_id: str, fn: Callable[[], T]
+    ) -> tuple[T, list[replication_pb2.OplogEntry], list[LockedDoc]]:
+        """Run ``fn`` (storage writes and ``locking_read``s) in one write transaction and
+        ROLL IT BACK: ``fn``'s result, the changes it made (oplog entries: ``INSERT`` /
+        ``UPDATE`` post-images, ``DELETE`` by ``_id``, ``CREATE_COLLECTION``; also
+        without an oplog) and the documents it touched (to lock).
+
+        Writes inside check ownership, migration guards (no transfer-log notes: nothing
+        is written) and document locks like ordinary writes: a document locked by
+        another transaction raises ``DocumentLocked``. Each write is a savepoint, so a
+        failed one leaves nothing behind. Callers that act on the result atomically
+        (write the prepared record, take the locks) hold ``write_lock()`` around.
+        """
+        with self._wlock:
+            if self._capture is not None or self._txn_catalog is not None:
+                raise LauraError(
+                    ErrorCode.INTERNAL_ERROR, "a capture cannot run inside a write transaction"
+                )
+            conn = self._writer()
+            conn.execute("BEGIN IMMEDIATE")
+            cap = _Capture(txn_id)
+            self._txn_catalog = dict(self._catalog)
+            self._txn_multikey = set()
+            self._txn_ops = []
+            self._capture = cap
+            try:
+                out = fn()
+                ops = list(self._txn_ops)
+            finally:
+                self._capture = None
+                self._txn_catalog = None
+                self._txn_multikey = set()
+                self._txn_ops = None
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        locked = [(ns, id_key, shard_key) for (ns, id_key), shard_key in cap.locked.items()]
+        return out, ops, locked
+
+    def locking_read(
+        self,
+        ns: str,
+        filter_spec: Mapping[str, Any] | None,
+        *,
+        owned: OwnedRanges | None = None,
+    ) -> list[bytes]:
+        """(Inside ``capture``) the (owned) documents of ``ns`` matching the filter, as
+        the capture sees them (its own earlier writes included); each is checked
+        against the locks and the migration guards and locked by the capture."""
+        if self._capture is None:
+            raise LauraError(ErrorCode.INTERNAL_ERROR, "a locking read needs a capture")
+        spec = filter_spec or {}
+        matcher = compile_filter(spec)
+        out: list[bytes] = []
+        with self._transaction():
+            c = self._wcat().get(ns)
+            if c is None:
+                return out
+            guard = self._guard(ns)
+            for row in self._matching(
+                self._writer, self._wlock, c, spec, matcher, owned, ScanStats()
+            ):
+                if guard is not None:
+                    guard.check(row.shard_key, owned)
+                self._lock_check(ns, row.id_key, row.shard_key)
+                out.append(row.raw)
+        return out
+
+    def apply_effects(
+        self,
+        txn_id: str,
+        entries: Sequence[replication_pb2.OplogEntry],
+        rows: Sequence[TxnRowChange] = (),
+    ) -> int:
+        """Apply a capture's changes (a transaction's Commit) and the transaction record
+        row changes ``rows`` in ONE storage transaction; the op id of its last oplog
+        entry (0 without an oplog).
+
+        Logged as ordinary writes (the same entries), the migration transfer logs are
+        notified as for ordinary writes, indexes are maintained. The transaction's own
+        locks (``txn_id``) do not block it; the write guards' checks are not asked (the
+        decision is made: a chunk with locked documents does not migrate)."""
+        with self._transaction() as conn:
+            before, self._lock_owner = self._lock_owner, txn_id
+            try:
+                self._apply_changes(conn, entries)
+                for tbl, key, doc in rows:
+                    self._txn_row(conn, tbl, key, doc)
+            finally:
+                self._lock_owner = before
+        return self.last_write_op_id()
+
+    def _apply_changes(
+        self, conn: sqlite3.Connection, entries: Sequence[replication_pb2.OplogEntry]
+    ) -> None:
+        for e in entries:
+            ns = e.namespace
+            guard = self.write_guards.get(ns) if self.write_guards else None
+            if e.op_type in (common_pb2.INSERT, common_pb2.UPDATE):
+                id_key, shard_key, id_value = self._apply_put(conn, ns, e.document)
+                if self._txn_ops is not None:
+                    self._log(e.op_type, ns, e.document, e.query)
+                if guard is not None:
+                    guard.written(shard_key, id_key, id_value)
+            elif e.op_type == common_pb2.DELETE:
+                c = self._wcat().get(ns)
+                if c is None:
+                    continue
+                id_value = bson.decode(e.query)["_id"]
+                id_key = encode_value(id_value)
+                row = conn.execute(
+                    f"SELECT shard_key, doc FROM {c.table} WHERE id_key = ?", (id_key,)
+                ).fetchone()
+                if row is None:
+                    continue
+                self._delete_stored(conn, c, id_key, row[1])  # logs the DELETE
+                if guard is not None:
+                    guard.deleted(row[0], id_key, id_value)
+            elif e.op_type == common_pb2.CREATE_COLLECTION:
+                if ns not in self._wcat():  # created by the capture: create it again
+                    self._ensure_collection(conn, ns, pattern_from_document(e.document))
+            elif e.op_type == common_pb2.UNKNOWN_OP and e.kind == RETRY_KIND:
+                continue
+            else:
+                raise LauraError(
+                    ErrorCode.INTERNAL_ERROR,
+                    f"a transaction's effects cannot hold operation {e.op_type} "
+                    f"(kind {e.kind!r}) on {ns}",
+                )
 
     # ------------------------------------------------------------------ migrations
 
@@ -1521,7 +1822,7 @@ class ShardStorage:
         """
         if not docs:
             return 0
-        with self._transaction() as conn:
+        with self._transaction() as conn, self._exempt_from_locks():
             c = self._ensure_collection(conn, ns, KEEP)
             select = f"SELECT shard_key, doc FROM {c.table} WHERE id_key = ?"
             update = f"UPDATE {c.table} SET shard_key = ?, doc = ? WHERE id_key = ?"
@@ -1815,6 +2116,10 @@ class ShardStorage:
             found = c.index(str(bson.decode(e.document)["name"])) if c is not None else None
             if c is not None and found is not None:
                 self._remove_index(conn, c, found)
+        elif op == common_pb2.UNKNOWN_OP and e.kind == TXN_ROW_KIND:
+            row = bson.decode(e.document)
+            d = row.get("d")
+            self._store_txn_row(conn, str(row["t"]), str(row["k"]), bytes(d) if d is not None else None)
         elif op == common_pb2.UNKNOWN_OP and e.kind in self.state_appliers:
             self.state_appliers[e.kind](e.document)
         elif op != common_pb2.UNKNOWN_OP or not e.kind:
@@ -1827,8 +2132,11 @@ class ShardStorage:
                 conn, [retry_records.record_from_proto(r, ns) for r in e.retry_records]
             )
 
-    def _apply_put(self, conn: sqlite3.Connection, ns: str, raw: bytes) -> None:
-        """Store the document (insert or replace by ``_id``) with its index entries."""
+    def _apply_put(
+        self, conn: sqlite3.Connection, ns: str, raw: bytes
+    ) -> tuple[bytes, bytes | None, Any]:
+        """Store the document (insert or replace by ``_id``) with its index entries;
+        its ``(id_key, shard_key, _id)``."""
         c = self._ensure_collection(conn, ns, KEEP)
         doc = decode_document(raw, "oplog document")
         id_value = doc["_id"]
@@ -1842,15 +2150,16 @@ class ShardStorage:
         old = conn.execute(f"SELECT doc FROM {c.table} WHERE id_key = ?", (id_key,)).fetchone()
         if old is None:
             self._insert_row(conn, c, _Prepared(0, id_value, id_key, shard_key, raw, doc), False)
-            return
+            return id_key, shard_key, id_value
         if old[0] == raw:
-            return
+            return id_key, shard_key, id_value
         conn.execute(
             f"UPDATE {c.table} SET shard_key = ?, doc = ? WHERE id_key = ?",
             (shard_key, raw, id_key),
         )
         if c.indexes:
             self._reindex(conn, c, id_key, bson.decode(old[0]), doc)
+        return id_key, shard_key, id_value
 
     def _apply_delete(self, conn: sqlite3.Connection, ns: str, query: bytes) -> None:
         c = self._wcat().get(ns)

@@ -14,6 +14,9 @@
 Writes carry a request id and are retried once through the next router when a router
 becomes unavailable; the cluster answers a repeated request id with its first outcome,
 so a retried write never applies twice.
+
+Transactions: ``with client.transaction() as tx: tx.update_one(coll, ...)`` applies a
+list of operations on any shards all or nothing (``lauradb.client.transaction``).
 """
 
 from lauradb.client._async import AsyncAdmin, AsyncClient, AsyncCollection, AsyncDatabase
@@ -34,6 +37,7 @@ from lauradb.client.errors import (
     NetworkTimeout,
     OperationFailure,
     ServerUnavailable,
+    TransactionAborted,
     WriteConcernError,
     WriteError,
 )
@@ -45,6 +49,7 @@ from lauradb.client.results import (
     UpdateResult,
 )
 from lauradb.client.status import ClusterStatus
+from lauradb.client.transaction import AsyncTransaction, Transaction, TransactionResult
 
 __all__ = [
     "ASCENDING",
@@ -55,6 +60,7 @@ __all__ = [
     "AsyncCollection",
     "AsyncCursor",
     "AsyncDatabase",
+    "AsyncTransaction",
     "BulkWriteError",
     "BulkWriteResult",
     "Client",
@@ -82,6 +88,9 @@ __all__ = [
     "ReadPreference",
     "ReplaceOne",
     "ServerUnavailable",
+    "Transaction",
+    "TransactionAborted",
+    "TransactionResult",
     "UpdateMany",
     "UpdateOne",
     "UpdateResult",

@@ -45,6 +45,7 @@ from lauradb.client.results import (
     UpdateResult,
 )
 from lauradb.client.status import ClusterStatus, cluster_status
+from lauradb.client.transaction import AsyncTransaction
 from lauradb.cluster import router_ext_pb2
 from lauradb.rpc.channels import make_channel
 
@@ -99,7 +100,10 @@ class AsyncTransport:
         while True:
             method = getattr(self._stub(address, call.service), call.method)
             try:
-                resp = await method(call.request, timeout=self.options.timeout)
+                resp = await method(
+                    call.request,
+                    timeout=self.options.timeout if call.timeout is None else call.timeout,
+                )
             except grpc.RpcError as exc:
                 err = from_rpc_error(exc, write=call.kind == "write", address=address)
                 if not state.should_retry(err):
@@ -112,6 +116,10 @@ class AsyncTransport:
         try:
             call = next(program)
             while True:
+                if isinstance(call, ops.Pause):
+                    await asyncio.sleep(max(0.0, call.seconds))
+                    call = program.send(None)
+                    continue
                 try:
                     resp = await self.invoke(call)
                 except LauraDBError as err:
@@ -253,6 +261,23 @@ class AsyncClient:
             else name_or_database
         )
         return await self._run(ops.drop_database(name))
+
+    def transaction(
+        self,
+        *,
+        timeout_ms: int | None = None,
+        txn_id: str | None = None,
+        retries: int | None = None,
+    ) -> AsyncTransaction:
+        """A transaction block: ``async with client.transaction() as tx:`` collects
+        ``tx.insert_one(coll, doc)``, ``tx.update_one/update_many/replace_one(coll,
+        filter, update, expect_matched=...)``, ``tx.delete_one/delete_many`` and
+        ``tx.find(coll, filter)`` (a locking read); leaving the block commits them all
+        or none (``tx.result``: one result per operation). ``timeout_ms``: how long
+        the transaction may take (default: the router's, 10 s), transient aborts
+        being retried meanwhile (at most ``retries`` times when given); ``txn_id``:
+        an idempotency key (default: a random one). See ``lauradb.client.transaction``."""
+        return AsyncTransaction(self, timeout_ms=timeout_ms, txn_id=txn_id, retries=retries)
 
     async def close(self) -> None:
         await self._transport.close()

@@ -32,6 +32,7 @@ from lauradb.client.results import (
     UpdateResult,
 )
 from lauradb.client.status import ClusterStatus, cluster_status
+from lauradb.client.transaction import Transaction
 
 __all__ = ["Admin", "Client", "Collection", "Database"]
 
@@ -138,6 +139,23 @@ class Client:
         return self._run(ops.drop_database(name))
 
     # ------------------------------------------------------------------ lifecycle
+
+    def transaction(
+        self,
+        *,
+        timeout_ms: int | None = None,
+        txn_id: str | None = None,
+        retries: int | None = None,
+    ) -> Transaction:
+        """A transaction block: ``with client.transaction() as tx:`` collects
+        ``tx.insert_one(coll, doc)``, ``tx.update_one/update_many/replace_one(coll,
+        filter, update, expect_matched=...)``, ``tx.delete_one/delete_many`` and
+        ``tx.find(coll, filter)`` (a locking read); leaving the block commits them all
+        or none (``tx.result``: one result per operation). ``timeout_ms``: how long
+        the transaction may take (default: the router's, 10 s), transient aborts
+        being retried meanwhile (at most ``retries`` times when given); ``txn_id``:
+        an idempotency key (default: a random one). See ``lauradb.client.transaction``."""
+        return Transaction(self, timeout_ms=timeout_ms, txn_id=txn_id, retries=retries)
 
     def close(self) -> None:
         """Close the channels; the client cannot be used afterwards."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any, TypeVar
 
 import grpc
@@ -33,7 +34,7 @@ from lauradb.client.errors import (
     is_retryable,
     never_sent,
 )
-from lauradb.client.ops import Call, Program, response_error
+from lauradb.client.ops import Call, Pause, Program, response_error
 from lauradb.cluster import router_ext_pb2, routing_pb2_grpc
 from lauradb.rpc.channels import make_sync_channel
 
@@ -145,7 +146,10 @@ class SyncTransport:
         while True:
             method = getattr(self._stub(address, call.service), call.method)
             try:
-                resp = method(call.request, timeout=self.options.timeout)
+                resp = method(
+                    call.request,
+                    timeout=self.options.timeout if call.timeout is None else call.timeout,
+                )
             except grpc.RpcError as exc:
                 err = from_rpc_error(exc, write=call.kind == "write", address=address)
                 if not state.should_retry(err):
@@ -159,6 +163,10 @@ class SyncTransport:
         try:
             call = next(program)
             while True:
+                if isinstance(call, Pause):
+                    time.sleep(max(0.0, call.seconds))
+                    call = program.send(None)
+                    continue
                 try:
                     resp = self.invoke(call)
                 except LauraDBError as err:

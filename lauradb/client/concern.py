@@ -212,7 +212,7 @@ def apply_concerns(program: Program, concerns: Concerns) -> Program:
     try:
         call = next(program)
         while True:
-            if not concerns.default:
+            if not concerns.default and hasattr(call, "request"):  # not a Pause
                 concerns.set_on(call.request, call.kind)
             try:
                 resp = yield call

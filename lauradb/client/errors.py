@@ -11,7 +11,8 @@
      │    │    └── DuplicateKeyError  code 11000
      │    ├── BulkWriteError          insert_many / bulk_write: details["writeErrors"]
      │    ├── CursorNotFound          code 43 (the router forgot the cursor)
-     │    └── ExecutionTimeout        codes 50 / 262 (a server-side time limit)
+     │    ├── ExecutionTimeout        codes 50 / 262 (a server-side time limit)
+     │    └── TransactionAborted      a transaction was not applied (code, failed_operation)
      ├── InvalidOperation             misuse of the client (a cursor modified after use...)
      └── ConfigurationError           bad client options
 
@@ -48,6 +49,7 @@ __all__ = [
     "NetworkTimeout",
     "OperationFailure",
     "ServerUnavailable",
+    "TransactionAborted",
     "WriteConcernError",
     "WriteError",
     "error_class",
@@ -189,6 +191,32 @@ class CursorNotFound(OperationFailure):
 
 class ExecutionTimeout(OperationFailure):
     default_code = ErrorCode.EXCEEDED_TIME_LIMIT
+
+
+class TransactionAborted(OperationFailure):
+    """A transaction was aborted: nothing of it was applied. ``code`` says why
+    (WRITE_CONFLICT, DUPLICATE_KEY, TRANSACTION_PRECONDITION_FAILED, BAD_VALUE...),
+    ``failed_operation`` is the index of the operation that caused it (-1: none in
+    particular), ``txn_id`` the transaction id of the last attempt."""
+
+    default_code = ErrorCode.NO_SUCH_TRANSACTION
+
+    @classmethod
+    def of(cls, err: LauraDBError, txn_id: str) -> TransactionAborted:
+        details = dict(err.details)
+        details.setdefault("txn_id", txn_id)
+        details.setdefault("failed_operation", -1)
+        return cls(err.message, int(details.get("code", int(err.code))), details,
+                   address=err.address)  # fmt: skip
+
+    @property
+    def failed_operation(self) -> int:
+        value = self.details.get("failed_operation", -1)
+        return value if isinstance(value, int) else -1
+
+    @property
+    def txn_id(self) -> str:
+        return str(self.details.get("txn_id", ""))
 
 
 class InvalidOperation(LauraDBError):

@@ -31,6 +31,7 @@ from lauradb.errors import ErrorCode
 
 __all__ = [
     "Call",
+    "Pause",
     "Program",
     "check_replacement_doc",
     "check_update_doc",
@@ -68,7 +69,8 @@ class Call:
     after a ServerUnavailable, on the next router. ``address``: pinned to one router
     (cursor continuation), never failed over. ``kind == "write"``: errors are
     WriteError. ``check_error``: raise the response's ``error`` field when set.
-    ``served_by`` is filled in by the runner: the router that answered.
+    ``served_by`` is filled in by the runner: the router that answered. ``timeout``:
+    this call's deadline in seconds (None: the client's ``timeout``).
     """
 
     service: Service
@@ -79,9 +81,18 @@ class Call:
     address: str = ""
     check_error: bool = True
     served_by: str = ""
+    timeout: float | None = None
 
 
-Program = Generator[Call, Any, T]
+@dataclass
+class Pause:
+    """Yielded by a program to wait ``seconds`` before its next call (a retry's
+    backoff); the runner sends None back."""
+
+    seconds: float
+
+
+Program = Generator[Any, Any, T]  # yields Call (or Pause), receives responses
 
 
 def run_local(program: Program[T], answer: Any) -> T:
