@@ -246,6 +246,7 @@ class ShardClient:
             mon.invalidate(address)
         metrics.FAILOVER_ERRORS.labels(method).inc()
         if not _may_resend(method, request, err):
+            mon.rediscover()  # the caller's next call goes to the new primary
             raise err
         deadline = time.monotonic() + mon.buffer_window
         attempt = 0

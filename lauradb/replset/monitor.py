@@ -268,7 +268,11 @@ class ReplicaSetMonitor:
         return self._primary
 
     def current(self) -> str:
-        """The cached primary, or the best guess (a hint, or the seed): sync, no RPC."""
+        """The cached primary, or the best guess (a hint, or the seed): sync, no RPC.
+        Marks the monitor in use, so its background refresh runs and finds a new
+        primary even when only callers that never wait (``primary()``) use it."""
+        if self.is_replset:
+            self._touch()
         if self._primary is not None:
             return self._primary
         for s in self.states.values():
@@ -285,6 +289,16 @@ class ReplicaSetMonitor:
                 self._touch()
             return p
         self._touch()
+        return await asyncio.shield(self._discovering())
+
+    def rediscover(self) -> None:
+        """Start looking for the primary now, without waiting (a caller that will not
+        resend after a failover: the next call then finds the new primary)."""
+        if self.is_replset and self._primary is None:
+            self._touch()
+            self._discovering()
+
+    def _discovering(self) -> asyncio.Future[str]:
         fut = self._discovery
         if fut is None or fut.done():
             loop = asyncio.get_running_loop()
@@ -293,7 +307,7 @@ class ReplicaSetMonitor:
             self._discovery = fut
             task = loop.create_task(self._discover(fut))
             task.add_done_callback(_consume)
-        return await asyncio.shield(fut)
+        return fut
 
     def invalidate(self, address: str) -> None:
         """A call to ``address`` proved it is not (or no longer) reachable as primary."""
