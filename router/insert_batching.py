@@ -9,8 +9,10 @@
 * ordered inserts go out as ``ordered_runs``: maximal runs of consecutive documents
   of one shard, sent in order; the first run that reports an error stops the insert.
   A document that cannot be routed ends the runs before it.
-* unordered inserts go out as one batch per shard (``group_by_shard``), all shards
-  concurrently.
+* unordered inserts go out as one batch per shard, all shards concurrently: the
+  router's own path keeps the documents in parallel lists (``prepare_raw``,
+  ``group_unordered``: no object per document); ``group_by_shard`` does the same for
+  ``RoutedDoc`` lists.
 * ``map_errors`` turns a shard's per-batch error indexes back into the caller's.
 """
 
@@ -31,14 +33,19 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_DOCS",
     "Batch",
+    "Prepared",
     "RoutedDoc",
+    "ShardGroup",
     "WriteErrorInfo",
     "group_by_shard",
+    "group_unordered",
     "map_errors",
     "ordered_runs",
     "prepare_documents",
+    "prepare_raw",
     "route",
     "split_batch",
+    "split_group",
     "with_id_first",
 ]
 
@@ -67,6 +74,29 @@ class Batch:
         return [d.data for d in self.items]
 
 
+@dataclasses.dataclass(slots=True)
+class Prepared:
+    """An insert's documents after ``prepare_raw``: ``datas[i]`` is the caller's
+    document ``i`` as sent to the shards, ``views[i]`` it decoded."""
+
+    datas: list[bytes]
+    views: list[dict[str, Any]]
+
+    def routed(self) -> list[RoutedDoc]:
+        """One ``RoutedDoc`` per document (not routed yet)."""
+        pairs = zip(self.datas, self.views, strict=True)
+        return [RoutedDoc(i, data, view) for i, (data, view) in enumerate(pairs)]
+
+
+@dataclasses.dataclass(slots=True)
+class ShardGroup:
+    """One shard's documents of an unordered insert (parallel lists, in order)."""
+
+    shard: str
+    indexes: list[int]  # the caller's indexes
+    documents: list[bytes]
+
+
 @dataclasses.dataclass(frozen=True)
 class WriteErrorInfo:
     index: int
@@ -91,7 +121,7 @@ def _invalid(index: int, exc: Exception | str) -> LauraError:
     )
 
 
-def prepare_documents(documents: Sequence[bytes]) -> list[RoutedDoc]:
+def prepare_raw(documents: Sequence[bytes]) -> Prepared:
     """Validate the documents and add missing ``_id`` fields.
 
     Malformed BSON fails the whole request (INVALID_BSON naming the index): nothing
@@ -101,14 +131,16 @@ def prepare_documents(documents: Sequence[bytes]) -> list[RoutedDoc]:
     shard keys, the original bytes go to the shards.
     """
     datas = list(documents)  # one bytes object per document (protobuf hands out copies)
+    unpack = _LENGTH.unpack_from
     for i, data in enumerate(datas):
-        if len(data) > MAX_DOCUMENT_BYTES:
+        n = len(data)
+        if n > MAX_DOCUMENT_BYTES:
             raise LauraError(
                 ErrorCode.BSON_OBJECT_TOO_LARGE,
-                f"document {i} is {len(data)} bytes, over the 16 MiB limit",
+                f"document {i} is {n} bytes, over the 16 MiB limit",
                 {"index": i},
             )
-        if len(data) < 5 or data[-1] != 0 or _LENGTH.unpack_from(data)[0] != len(data):
+        if n < 5 or data[-1] != 0 or unpack(data)[0] != n:
             raise _invalid(i, "bad length or terminator")
     try:
         views: list[dict[str, Any]] = bson.decode_all(b"".join(datas))
@@ -119,14 +151,45 @@ def prepare_documents(documents: Sequence[bytes]) -> list[RoutedDoc]:
             except Exception as exc:
                 raise _invalid(i, exc) from None
         raise
-    out: list[RoutedDoc] = []
-    for i, (data, view) in enumerate(zip(datas, views, strict=True)):
+    if len(views) != len(datas):  # cannot happen with the lengths checked
+        raise _invalid(0, "documents do not split as their lengths say")
+    for i, view in enumerate(views):
         if "_id" not in view:
             oid = ObjectId()
-            data = with_id_first(data, oid)
+            datas[i] = with_id_first(datas[i], oid)
             view["_id"] = oid
-        out.append(RoutedDoc(i, data, view))
-    return out
+    return Prepared(datas, views)
+
+
+def prepare_documents(documents: Sequence[bytes]) -> list[RoutedDoc]:
+    """``prepare_raw``, one ``RoutedDoc`` per document."""
+    return prepare_raw(documents).routed()
+
+
+def group_unordered(
+    docs: Prepared, indexes: Iterable[int], shard_of: Callable[[Mapping[str, Any]], str]
+) -> tuple[list[ShardGroup], list[tuple[int, LauraError]]]:
+    """``route`` + ``group_by_shard`` for the documents ``indexes`` of ``docs``: one
+    group per shard (shards sorted; documents in their original order) + the
+    unroutable ones with their errors."""
+    views, datas = docs.views, docs.datas
+    by_shard: dict[str, ShardGroup] = {}
+    bad: list[tuple[int, LauraError]] = []
+    for i in indexes:
+        try:
+            shard = shard_of(views[i])
+        except LauraError as err:
+            bad.append((i, err))
+            continue
+        except Exception as exc:  # e.g. malformed nested BSON met while extracting the key
+            bad.append((i, _invalid(i, exc)))
+            continue
+        group = by_shard.get(shard)
+        if group is None:
+            group = by_shard[shard] = ShardGroup(shard, [], [])
+        group.indexes.append(i)
+        group.documents.append(datas[i])
+    return [by_shard[s] for s in sorted(by_shard)], bad
 
 
 def route(items: Iterable[RoutedDoc], shard_of: Callable[[Mapping[str, Any]], str]) -> None:
@@ -194,15 +257,40 @@ def split_batch(
     return out
 
 
+def split_group(
+    group: ShardGroup, max_docs: int = MAX_BATCH_DOCS, max_bytes: int = MAX_BATCH_BYTES
+) -> list[ShardGroup]:
+    """``split_batch`` for a ``ShardGroup``."""
+    docs = group.documents
+    if len(docs) <= max_docs and sum(map(len, docs)) <= max_bytes:
+        return [group]
+    out: list[ShardGroup] = []
+    current = ShardGroup(group.shard, [], [])
+    size = 0
+    for i, data in zip(group.indexes, docs, strict=True):
+        if current.documents and (
+            len(current.documents) >= max_docs or size + len(data) > max_bytes
+        ):
+            out.append(current)
+            current, size = ShardGroup(group.shard, [], []), 0
+        current.indexes.append(i)
+        current.documents.append(data)
+        size += len(data)
+    if current.documents:
+        out.append(current)
+    return out
+
+
 def map_errors(
-    batch: Batch, shard_errors: Iterable[tuple[int, int, str, str]]
+    batch: Batch | ShardGroup, shard_errors: Iterable[tuple[int, int, str, str]]
 ) -> list[WriteErrorInfo]:
     """Shard errors ``(batch index, code, code_name, message)`` -> the caller's indexes."""
+    indexes = batch.indexes if isinstance(batch, ShardGroup) else [i.index for i in batch.items]
     out: list[WriteErrorInfo] = []
-    n = len(batch.items)
+    n = len(indexes)
     for idx, code, code_name, message in shard_errors:
         if 0 <= idx < n:
-            out.append(WriteErrorInfo(batch.items[idx].index, code, code_name, message))
+            out.append(WriteErrorInfo(indexes[idx], code, code_name, message))
         else:  # a shard error without a valid index: charge the batch's first document
-            out.append(WriteErrorInfo(batch.items[0].index, code, code_name, message))
+            out.append(WriteErrorInfo(indexes[0], code, code_name, message))
     return out

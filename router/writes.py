@@ -34,24 +34,30 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import bson
+from bson.objectid import ObjectId
 
+from lauradb.bsonkit.keys import encode_value
 from lauradb.cluster import error_pb2, replset_pb2, routing_pb2, shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import compile_filter
 from lauradb.query.update import compile_update
 from lauradb.rpc.request_context import current_request_id
+from lauradb.sharding.hashing import hash_encoded
 from router import metrics
 from router.context import RouterContext
 from router.insert_batching import (
     Batch,
+    Prepared,
     RoutedDoc,
+    ShardGroup,
     WriteErrorInfo,
-    group_by_shard,
+    group_unordered,
     map_errors,
     ordered_runs,
-    prepare_documents,
+    prepare_raw,
     route,
     split_batch,
+    split_group,
 )
 from router.namespaces import check_namespace, decode_field, decode_required
 from router.retryable import RetryIdentity
@@ -89,6 +95,50 @@ def worst_write_concern_error(
 
 # ============================================================================ insert
 
+# Shard key values ``ShardKeyPattern.key_for_doc`` encodes as they are (never arrays
+# or regular expressions, which it refuses).
+_PLAIN_KEY_TYPES = frozenset({int, str, float, ObjectId})
+
+
+def shard_function(table: RoutingTable) -> Callable[[Mapping[str, Any]], str]:
+    """``table.shard_for_key_doc`` for routing an insert's documents, with a shortcut
+    for a key on one top-level field holding a plain value (an int, string, double or
+    ObjectId: the usual ``_id``): the same key (``key_for_doc`` hashes
+    ``encode_value(v)`` and encodes the hash as an int) without its generic steps.
+    Anything else (missing fields, arrays, documents...) takes the generic path,
+    errors included."""
+    generic = table.shard_for_key_doc
+    pattern, chunk_map = table.pattern, table.chunk_map
+    if (
+        not table.sharded
+        or pattern is None
+        or chunk_map is None
+        or len(pattern.fields) != 1
+        or "." in pattern.fields[0]
+    ):
+        return generic
+    name = pattern.fields[0]
+    locate = chunk_map.shard_for_key
+    plain = _PLAIN_KEY_TYPES
+    if pattern.hashed:
+
+        def hashed(doc: Mapping[str, Any]) -> str:
+            v = doc.get(name) if type(doc) is dict else None
+            if type(v) in plain:
+                return locate(encode_value(hash_encoded(encode_value(v))))
+            return generic(doc)
+
+        return hashed
+
+    def ranged(doc: Mapping[str, Any]) -> str:
+        v = doc.get(name) if type(doc) is dict else None
+        if type(v) in plain:
+            return locate(encode_value(v))
+        return generic(doc)
+
+    return ranged
+
+
 
 class _InsertRun:
     """Accumulated outcome of one Insert request."""
@@ -105,6 +155,11 @@ class _InsertRun:
         items = batch.items[:1] if ordered else batch.items
         self.errors.extend(WriteErrorInfo.of(i.index, err) for i in items)
 
+    def group_failed(self, group: ShardGroup, err: LauraError) -> None:
+        """``batch_failed`` of an unordered insert's group."""
+        self.shard_level.append(err)
+        self.errors.extend(WriteErrorInfo.of(i, err) for i in group.indexes)
+
 
 async def insert(
     ctx: RouterContext, req: routing_pb2.InsertRequest, retry: RetryIdentity | None = None
@@ -113,15 +168,15 @@ async def insert(
     out = routing_pb2.InsertResponse(request_id=req.request_id)
     if not req.documents:
         return out
-    items = prepare_documents(req.documents)
+    docs = prepare_raw(req.documents)
     table = await ctx.table_for_write(req.database, req.collection)
     run = _InsertRun(retry)
     if req.ordered:
-        await _insert_ordered(ctx, req, table, items, run)
+        await _insert_ordered(ctx, req, table, docs.routed(), run)
     else:
-        await _insert_unordered(ctx, req, table, items, run)
+        await _insert_unordered(ctx, req, table, docs, run)
     if run.inserted == 0 and run.shard_level and len(run.errors) == (
-        1 if req.ordered else len(items)
+        1 if req.ordered else len(docs.datas)
     ) and all(e.code == run.shard_level[0].code for e in run.errors):
         raise run.shard_level[0]  # nothing was written: fail the call itself
     out.inserted_count = run.inserted
@@ -144,7 +199,7 @@ async def _send_batch(
     ctx: RouterContext,
     req: routing_pb2.InsertRequest,
     table: RoutingTable,
-    batch: Batch,
+    batch: Batch | ShardGroup,
     ordered: bool,
     retry: RetryIdentity | None,
 ) -> shard_pb2.ShardInsertResponse:
@@ -158,7 +213,10 @@ async def _send_batch(
     )
     if retry is not None:
         sreq.retry_id = retry.retry_id
-        sreq.stmt_ids.extend(item.index for item in batch.items)
+        if isinstance(batch, ShardGroup):
+            sreq.stmt_ids.extend(batch.indexes)
+        else:
+            sreq.stmt_ids.extend(item.index for item in batch.items)
         sreq.retry_fingerprint = retry.fingerprint
     if req.HasField("write_concern"):
         sreq.write_concern.CopyFrom(req.write_concern)
@@ -182,7 +240,7 @@ async def _insert_ordered(
     stale_attempts = 0
     while pos < len(items):
         rest = items[pos:]
-        route(rest, table.shard_for_key_doc)
+        route(rest, shard_function(table))
         runs, bad = ordered_runs(rest)
         metrics.record_targeting("insert", len({r.shard for r in runs}))
         pending = deque(piece for r in runs for piece in split_batch(r))
@@ -220,43 +278,41 @@ async def _insert_unordered(
     ctx: RouterContext,
     req: routing_pb2.InsertRequest,
     table: RoutingTable,
-    items: list[RoutedDoc],
+    docs: Prepared,
     run: _InsertRun,
 ) -> None:
-    route(items, table.shard_for_key_doc)
-    batches, unroutable = group_by_shard(items)
-    metrics.record_targeting("insert", len(batches))
-    for u in unroutable:
-        assert u.error is not None
-        run.errors.append(WriteErrorInfo.of(u.index, u.error))
-    await asyncio.gather(*(_unordered_shard(ctx, req, table, b, run, 0) for b in batches))
+    groups, unroutable = group_unordered(docs, range(len(docs.datas)), shard_function(table))
+    metrics.record_targeting("insert", len(groups))
+    run.errors.extend(WriteErrorInfo.of(i, err) for i, err in unroutable)
+    await asyncio.gather(*(_unordered_shard(ctx, req, table, docs, g, run, 0) for g in groups))
 
 
 async def _unordered_shard(
     ctx: RouterContext,
     req: routing_pb2.InsertRequest,
     table: RoutingTable,
-    batch: Batch,
+    docs: Prepared,
+    group: ShardGroup,
     run: _InsertRun,
     attempt: int,
 ) -> None:
-    for piece in split_batch(batch):
+    for piece in split_group(group):
         try:
             resp = await _send_batch(ctx, req, table, piece, False, run.retry)
         except LauraError as err:
             if is_stale(err) and attempt < MAX_STALE_RETRIES:
                 new_table = await ctx.cache.refresh(req.database, req.collection, table)
                 await asyncio.sleep(stale_backoff(attempt))
-                route(piece.items, new_table.shard_for_key_doc)
-                regrouped, unroutable = group_by_shard(piece.items)
-                for u in unroutable:
-                    assert u.error is not None
-                    run.errors.append(WriteErrorInfo.of(u.index, u.error))
-                await asyncio.gather(
-                    *(_unordered_shard(ctx, req, new_table, b, run, attempt + 1) for b in regrouped)
+                regrouped, unroutable = group_unordered(
+                    docs, piece.indexes, shard_function(new_table)
                 )
+                run.errors.extend(WriteErrorInfo.of(i, e) for i, e in unroutable)
+                await asyncio.gather(*(
+                    _unordered_shard(ctx, req, new_table, docs, g, run, attempt + 1)
+                    for g in regrouped
+                ))  # fmt: skip
                 continue
-            run.batch_failed(piece, err, ordered=False)
+            run.group_failed(piece, err)
             continue
         run.inserted += resp.inserted_count
         if resp.HasField("write_concern_error"):

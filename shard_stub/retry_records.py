@@ -213,6 +213,28 @@ def add(
     )
 
 
+def add_statements(
+    conn: sqlite3.Connection,
+    retry_id: str,
+    ns: str,
+    kind: str,
+    fingerprint: bytes,
+    created_at: float,
+    statements: Iterable[tuple[int, bytes | None, bytes | None]],
+) -> None:
+    """``add`` for many statements of one request, without outcomes: ``statements``
+    are ``(stmt_id, id_key, shard_key)`` (an insert batch's documents)."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO retry_records "
+        "(retry_id, stmt_id, ns, kind, fingerprint, created_at, id_key, shard_key, outcome) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        [
+            (retry_id, stmt_id, ns, kind, fingerprint or None, created_at, id_key, shard_key)
+            for stmt_id, id_key, shard_key in statements
+        ],
+    )
+
+
 def add_many(conn: sqlite3.Connection, records: Iterable[StoredRecord]) -> int:
     """Store migrated records (kept: a record already here); how many were new."""
     before = conn.total_changes

@@ -16,7 +16,7 @@ delete maintains the indexes in its own transaction; an insert that violates a
 unique index fails for that document only (a savepoint undoes its partial writes).
 
 Durability: WAL with ``synchronous=NORMAL``; a committed transaction survives a
-crash of the process (kill -9). Every insert batch, update and delete is one
+crash of the process (kill -9). Automatic checkpoints run every ~40 MB of WAL. Every insert batch, update and delete is one
 transaction. One writer connection (serialised by a lock) and one reader
 connection: reads page through results with short statements (``id_key > last``),
 so a reader never holds the database for long and cursors can resume later.
@@ -32,16 +32,18 @@ standalone shard has ``oplog = None`` and writes none).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import bson
 from bson.objectid import ObjectId
@@ -53,6 +55,7 @@ from lauradb.cluster import common_pb2, replication_pb2, shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import Matcher, compile_filter
 from lauradb.query.update import build_upsert_document, compile_update
+from lauradb.sharding.hashing import hash_encoded
 from lauradb.sharding.shard_key import ShardKeyPattern
 from shard_stub import retry_records
 from shard_stub.index_keys import (
@@ -87,6 +90,8 @@ ConnFn = Callable[[], sqlite3.Connection]
 T = TypeVar("T")
 
 DB_FILENAME = "shard.sqlite3"
+WAL_CHECKPOINT_PAGES = 10_000  # automatic checkpoint once the WAL holds this many pages
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of WAL file kept after a checkpoint
 FIRST_PAGE = 64
 MAX_PAGE = 1024
 
@@ -195,7 +200,7 @@ class ScanStats:
     examined: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built once per inserted document (cheaper)
 class _Prepared:
     index: int
     id_value: Any
@@ -213,8 +218,13 @@ def _duplicate_error(ns: str, id_value: Any) -> LauraError:
     )
 
 
+_PLAIN_ID_TYPES = frozenset({int, str, float, ObjectId})  # always valid ``_id`` values
+
+
 def check_id(value: Any) -> None:
     """MongoDB's rules for ``_id`` values (no arrays, no regular expressions)."""
+    if type(value) in _PLAIN_ID_TYPES:
+        return
     if isinstance(value, (list, tuple)):
         raise LauraError(ErrorCode.BAD_VALUE, "can't use an array for _id")
     if isinstance(value, Regex):
@@ -237,6 +247,43 @@ def with_id_first(doc: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     out = {"_id": ObjectId()}
     out.update(doc)
     return out, True
+
+
+_LENGTH = struct.Struct("<i")
+KeyOf = Callable[[Mapping[str, Any], bytes], bytes | None]  # (document, id_key) -> shard key
+
+
+def _key_function(pattern: ShardKeyPattern | None) -> KeyOf:
+    """How ``_prepare`` computes a document's chunk-space key from the document and
+    its (already encoded) ``_id``: a key on ``_id`` alone reuses the ``_id``'s encoding
+    (``key_for_doc`` would encode the same value again: ``hash_value(v)`` is
+    ``hash_encoded(encode_value(v))``; a ranged ``_id`` key is ``encode_value(_id)``).
+    ``check_id`` has already refused the values a shard key may not hold (arrays and
+    regular expressions)."""
+    if pattern is None:
+        return lambda doc, id_key: None  # unsharded: no stored shard key
+    if pattern.fields == ("_id",):
+        if pattern.hashed:
+            return lambda doc, id_key: encode_value(hash_encoded(id_key))
+        return lambda doc, id_key: id_key
+    return lambda doc, id_key: pattern.key_for_doc(doc)
+
+
+def _decode_batch(docs: Sequence[bytes | Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """Every document of an insert batch decoded in one C call (``bson.decode_all``
+    over the documents joined), or None when one is not raw BSON or is not well
+    formed (the caller then decodes one at a time and reports the culprits)."""
+    for item in docs:
+        if type(item) is not bytes:
+            return None
+        n = len(item)
+        if n < 5 or n > MAX_DOCUMENT_BYTES or item[-1] != 0 or _LENGTH.unpack_from(item)[0] != n:
+            return None
+    try:
+        out: list[dict[str, Any]] = bson.decode_all(b"".join(docs))  # type: ignore[arg-type]
+    except Exception:  # reported per document by the one-at-a-time path
+        return None
+    return out if len(out) == len(docs) else None
 
 
 def _index_duplicate_error(ns: str, index: IndexDef, key: bytes) -> LauraError:
@@ -431,6 +478,13 @@ class ShardStorage:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         w = self._connect()
         w.execute("PRAGMA journal_mode=WAL")
+        # Checkpoint (copy the WAL into the database file) every ~40 MB of WAL rather
+        # than SQLite's default ~4 MB: pages that many commits rewrite (a hashed shard
+        # key's index) are copied once per checkpoint, which cuts the CPU of a bulk
+        # insert by ~15%. Durability is the same (a commit is in the WAL either way);
+        # the WAL is truncated back to 64 MB after a checkpoint that made it bigger.
+        w.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        w.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         w.executescript(_SCHEMA)
         self._w = w
         self._r = self._connect()
@@ -1034,14 +1088,7 @@ class ShardStorage:
                     if found is not None:
                         found.check(retry.retry_id, ns, retry_records.INSERT, retry.fingerprint)
             c = self._ensure_collection(conn, ns, pattern)
-            prepared: list[_Prepared] = []
-            for i, item in enumerate(docs):
-                try:
-                    prepared.append(self._prepare(i, item, c.pattern))
-                except LauraError as err:
-                    result.errors.append(WriteError(i, err))
-                    if ordered:
-                        break
+            prepared = self._prepare_batch(docs, c.pattern, ordered, result.errors)
             if owned is not None:
                 for p in prepared:
                     if not owned(p.shard_key):
@@ -1051,6 +1098,16 @@ class ShardStorage:
                     guard.check(p.shard_key, owned)
             stop_at = result.errors[0].index if (ordered and result.errors) else None
             check_unique = unique_key and c.pattern is not None and not c.pattern.hashed
+            if (
+                not c.indexes
+                and not check_unique
+                and self._capture is None
+                and (self._lock_exempt or not len(self.txn_locks))
+            ):
+                # The common bulk case: rows only (no index entries or document locks
+                # to check), many rows (and retry records) per statement.
+                self._insert_rows(conn, c, prepared, ordered, result, guard, retry, executed)
+                prepared = []
             for p in prepared:
                 if stop_at is not None and p.index > stop_at:
                     break
@@ -1211,26 +1268,137 @@ class ShardStorage:
         except sqlite3.IntegrityError:
             raise _duplicate_error(c.ns, p.id_value) from None
 
+    def _insert_rows(
+        self,
+        conn: sqlite3.Connection,
+        c: Collection,
+        prepared: Sequence[_Prepared],
+        ordered: bool,
+        result: InsertResult,
+        guard: NamespaceGuard | _CaptureGuard | None,
+        retry: RetryBatch | None = None,
+        executed: Mapping[int, Any] | None = None,
+    ) -> None:
+        """Insert document rows (no index entries) with ``executemany``; the same
+        outcome as one ``_insert_doc`` each: a duplicate ``_id`` fails that document
+        only (the statement that failed wrote nothing; the rows before it stay), an
+        ordered batch stops there, an unordered one goes on with the next document.
+        The failing row is found by counting the rows written (``total_changes``).
+        With ``retry``: statements ``executed`` before count as inserted (up to an
+        ordered batch's error) and are not inserted again; the others get a record
+        (in one statement; with an oplog, in their document's entry)."""
+        retried: list[int] = []  # indexes of the statements executed before
+        if retry is not None and executed:
+            stmt_ids = retry.stmt_ids
+            retried = [p.index for p in prepared if stmt_ids[p.index] in executed]
+            prepared = [p for p in prepared if stmt_ids[p.index] not in executed]
+        sql = f"INSERT INTO {c.table} (id_key, shard_key, doc) VALUES (?, ?, ?)"
+        rows = [(p.id_key, p.shard_key, p.raw) for p in prepared]
+        ops = self._txn_ops
+        created = time.time()
+        written: list[_Prepared] = []
+        stopped_at: int | None = None  # an ordered batch's failing document
+        pos, n = 0, len(rows)
+        while pos < n:
+            before = conn.total_changes
+            failed: _Prepared | None = None
+            try:
+                conn.executemany(sql, itertools.islice(rows, pos, None))
+                end = n
+            except sqlite3.IntegrityError:
+                end = pos + conn.total_changes - before
+                failed = prepared[end]
+            written.extend(prepared[pos:end])
+            if failed is None:
+                break
+            result.errors.append(WriteError(failed.index, _duplicate_error(c.ns, failed.id_value)))
+            if ordered:
+                stopped_at = failed.index
+                break
+            pos = end + 1
+        if ops is not None or guard is not None:
+            for p in written:
+                if ops is not None:
+                    self._log(common_pb2.INSERT, c.ns, p.raw)
+                    if retry is not None:
+                        ops[-1].retry_records.append(shard_pb2.RetryRecord(
+                            retry_id=retry.retry_id, stmt_id=retry.stmt_ids[p.index],
+                            kind=retry_records.INSERT, fingerprint=retry.fingerprint,
+                            created_at=created, id_key=p.id_key, shard_key=p.shard_key or b"",
+                        ))  # fmt: skip
+                if guard is not None:
+                    guard.written(p.shard_key, p.id_key, p.id_value)
+        if retry is not None and written:
+            retry_records.add_statements(
+                conn, retry.retry_id, c.ns, retry_records.INSERT, retry.fingerprint, created,
+                ((retry.stmt_ids[p.index], p.id_key, p.shard_key) for p in written),
+            )  # fmt: skip
+        if stopped_at is not None:
+            retried = [i for i in retried if i < stopped_at]
+        result.inserted += len(written) + len(retried)
+        result.retried += len(retried)
+
+    def _prepare_batch(
+        self,
+        docs: Sequence[bytes | Mapping[str, Any]],
+        pattern: ShardKeyPattern | None,
+        ordered: bool,
+        errors: list[WriteError],
+    ) -> list[_Prepared]:
+        """``_prepare`` every document; per-document errors go to ``errors`` (an
+        ordered batch stops at the first). Raw BSON is decoded in one C call when
+        every document is well formed (``_decode_batch``), else one at a time."""
+        key_of = _key_function(pattern)
+        decoded = _decode_batch(docs)
+        out: list[_Prepared] = []
+        for i, item in enumerate(docs):
+            try:
+                if decoded is not None:  # ``item`` is bytes (``_decode_batch``)
+                    out.append(self._prepare_decoded(i, cast(bytes, item), decoded[i], key_of))
+                else:
+                    out.append(self._prepare(i, item, pattern, key_of))
+            except LauraError as err:
+                errors.append(WriteError(i, err))
+                if ordered:
+                    break
+        return out
+
     def _prepare(
-        self, index: int, item: bytes | Mapping[str, Any], pattern: ShardKeyPattern | None
+        self,
+        index: int,
+        item: bytes | Mapping[str, Any],
+        pattern: ShardKeyPattern | None,
+        key_of: KeyOf | None = None,
     ) -> _Prepared:
-        decoded: Mapping[str, Any] | None = None
+        if key_of is None:
+            key_of = _key_function(pattern)
         if isinstance(item, (bytes, bytearray, memoryview)):
             raw = bytes(item)
             doc = decode_document(raw, f"document {index}")
             if len(raw) > MAX_DOCUMENT_BYTES:
                 raise LauraError(ErrorCode.BSON_OBJECT_TOO_LARGE, "document over 16 MiB")
-            doc, changed = with_id_first(doc)
-            if changed:
-                raw = _encode_checked(doc)
-            decoded = doc  # the values of ``raw``, as decoding it gives them
-        else:
-            doc, _ = with_id_first(item)
+            return self._prepare_decoded(index, raw, doc, key_of)
+        doc, _ = with_id_first(item)
+        raw = _encode_checked(doc)
+        id_value = doc["_id"]
+        check_id(id_value)
+        id_key = encode_value(id_value)
+        return _Prepared(index, id_value, id_key, key_of(doc, id_key), raw, None)
+
+    @staticmethod
+    def _prepare_decoded(
+        index: int, raw: bytes, doc: dict[str, Any], key_of: KeyOf
+    ) -> _Prepared:
+        """A raw BSON document (``raw``, decoded as ``doc``): stored as it came when
+        ``_id`` is its first field (not re-encoded), else re-encoded with ``_id`` first."""
+        if next(iter(doc), None) != "_id":
+            doc, _ = with_id_first(doc)
             raw = _encode_checked(doc)
         id_value = doc["_id"]
         check_id(id_value)
-        shard_key = pattern.key_for_doc(doc) if pattern is not None else None
-        return _Prepared(index, id_value, encode_value(id_value), shard_key, raw, decoded)
+        id_key = encode_value(id_value)
+        # ``doc``: the values of ``raw``, as decoding it gives them (index entries).
+        return _Prepared(index, id_value, id_key, key_of(doc, id_key), raw, doc)
 
     # ------------------------------------------------------------------ updates
 
