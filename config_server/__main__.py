@@ -14,6 +14,7 @@ from config_server.balancer import (
     DEFAULT_THRESHOLD_CHUNKS,
     BalancerSettings,
 )
+from config_server.leadership import DEFAULT_TTL, MIN_TTL
 from lauradb.rpc.process import add_common_args, parse_with_sources, run_process
 
 
@@ -31,6 +32,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="metadata store: sqlite (default: a file in --data-dir) or "
         "etcd://host:port[,host:port...][/name] (keys under /lauradb/<name>/, "
         "name default 'default')",
+    )
+    parser.add_argument(
+        "--advertise-host",
+        default=None,
+        metavar="HOST",
+        help="the host name the other config servers reach this one at (written in the "
+        "leader key with --store etcd; default: --host, or the machine's host name when "
+        "--host is 0.0.0.0 or ::)",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=DEFAULT_TTL,
+        metavar="SECONDS",
+        help="with --store etcd: the leader's lease; a leader that cannot renew it stops "
+        "its balancer before it expires, and another config server takes over "
+        f"(whole seconds, at least {MIN_TTL}; default {DEFAULT_TTL:g})",
     )
     parser.add_argument(
         "--heartbeat-timeout",
@@ -77,6 +95,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--store: {exc.message}")
     else:
         parser.error("--store must be sqlite or etcd://host:port[,host:port...][/name]")
+    if args.lease_ttl < MIN_TTL:
+        parser.error(f"--lease-ttl must be at least {MIN_TTL} seconds")
+    if args.advertise_host is not None and not args.advertise_host.strip():
+        parser.error("--advertise-host must not be empty")
     if args.heartbeat_timeout <= 0:
         parser.error("--heartbeat-timeout must be positive")
     if args.balancer_interval <= 0:
@@ -94,6 +116,8 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         data_dir=args.data_dir,
         store=args.store,
+        advertise_host=args.advertise_host,
+        lease_ttl=args.lease_ttl,
         heartbeat_timeout=args.heartbeat_timeout,
         metrics_port=args.metrics_port,
         balancer=BalancerSettings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 from config_server import metrics
@@ -11,6 +12,8 @@ from config_server.catalog import Catalog
 from config_server.cluster_service import ClusterService
 from config_server.config_service import ConfigService
 from config_server.failure_detector import FailureDetector
+from config_server.leader_duties import LeaderDuties
+from config_server.leadership import DEFAULT_TTL, AlwaysLeader, EtcdLeadership, Leadership
 from config_server.migrations import Migrator
 from config_server.move_primary import PrimaryMover
 from config_server.shard_notifier import ShardNotifier
@@ -40,7 +43,13 @@ class ConfigServerApp:
         heartbeat_timeout: float = 5.0,
         metrics_port: int | None = None,
         balancer: BalancerSettings | None = None,
+        advertise_host: str | None = None,
+        lease_ttl: float = DEFAULT_TTL,
     ) -> None:
+        self.store_spec = store
+        self.advertise_host = advertise_host or _advertised_host(host)
+        self.lease_ttl = lease_ttl
+        self.duties: LeaderDuties | None = None
         self.store = open_store(store, data_dir)
         self.catalog = Catalog(self.store)
         self.pool = ChannelPool()
@@ -62,22 +71,47 @@ class ConfigServerApp:
         self.server = RpcServer(
             name="lauradb-config", host=host, port=port, metrics_port=metrics_port
         )
+        self.cluster_service = ClusterService(self.catalog, self.detector, pool_hello(self.pool))
         self.server.add_service(
             cluster_pb2_grpc.add_ClusterServiceServicer_to_server,
-            ClusterService(self.catalog, self.detector, pool_hello(self.pool)),
+            self.cluster_service,
             CLUSTER_SERVICE,
+        )
+        self.config_service = ConfigService(
+            self.catalog, self.notifier, self.migrator, self.balancer, self.removal,
+            self.mover, hello=pool_hello(self.pool),
         )
         self.server.add_service(
             routing_pb2_grpc.add_ConfigServiceServicer_to_server,
-            ConfigService(
-                self.catalog, self.notifier, self.migrator, self.balancer, self.removal,
-                self.mover, hello=pool_hello(self.pool),
-            ),
+            self.config_service,
             CONFIG_SERVICE,
         )
         self.server.on_stop(self._close)
 
+    # ------------------------------------------------------------------ leadership
+
+    def _leadership(self, address: str) -> Leadership:
+        if self.store_spec.startswith("etcd://"):
+            return EtcdLeadership(self.store_spec, address, ttl=self.lease_ttl)
+        return AlwaysLeader(address)
+
+    async def _lead(self) -> None:
+        """This server became the leader: decide the migrations a previous leader (or
+        process) left running, then run the balancer and the failure detector."""
+        self.balancer.reload_enabled()
+        self.detector.rearm()
+        self.migrator.recover()
+        self.detector.start()
+        self.balancer.start()
+
+    async def _follow(self) -> None:
+        """Leadership lost (or shutting down): stop the leader's loops."""
+        await self.balancer.stop()
+        await self.detector.stop()
+
     async def _close(self) -> None:
+        if self.duties is not None:
+            await self.duties.close()
         await self.balancer.stop()
         await self.migrator.close()
         await self.detector.stop()
@@ -93,9 +127,14 @@ class ConfigServerApp:
                 ErrorCode.HOST_UNREACHABLE,
                 f"cannot listen on {self.server.host}:{self.server.port}: {exc}",
             ) from None
-        self.migrator.recover()
-        self.detector.start()
-        self.balancer.start()
+        address = f"{self.advertise_host}:{port}"
+        self.duties = LeaderDuties(
+            self._leadership(address), self.store, self.pool, address=address,
+            gain=self._lead, lose=self._follow,
+        )
+        self.config_service.leader = self.duties
+        self.cluster_service.leader = self.duties
+        await self.duties.start()
         await self.server.set_serving(True)
         return port
 
@@ -108,3 +147,11 @@ class ConfigServerApp:
             raise
         self.server.install_signal_handlers()
         await self.server.wait()
+
+
+def _advertised_host(host: str) -> str:
+    """How other config servers reach this one (in the leader key): ``host``, or the
+    machine's host name when listening on every interface."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        return socket.gethostname()
+    return host

@@ -129,6 +129,13 @@ class Balancer:
                 tx.set_meta(ENABLED_KEY, "0")
             return tx.get_meta(ENABLED_KEY) != "0"
 
+    def reload_enabled(self) -> bool:
+        """Read the persisted on/off flag again (a config server taking over as
+        leader: another one may have changed it)."""
+        with self.catalog.store.snapshot() as tx:
+            self._enabled = tx.get_meta(ENABLED_KEY) != "0"
+        return self._enabled
+
     # ------------------------------------------------------------------ control
 
     @property

@@ -102,7 +102,9 @@ class Catalog:
     def __init__(self, store: MetadataStore, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self._clock = clock
-        self._topology_cache: TopologyView | None = None
+        # (store generation, view): other config servers sharing the store change it
+        # too, so the cache also ends when the store's generation moves
+        self._topology_cache: tuple[int, TopologyView] | None = None
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -702,10 +704,12 @@ class Catalog:
             return tx.topology_version()
 
     def topology(self) -> TopologyView:
-        """Shards with their chunks and nodes; cached until the next change."""
+        """Shards with their chunks and nodes; cached until the next change (ours, or
+        any seen in the store's generation)."""
+        generation = self.store.generation
         cached = self._topology_cache
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] == generation:
+            return cached[1]
         with self.store.snapshot() as tx:
             view = TopologyView(
                 version=tx.topology_version(),
@@ -713,6 +717,6 @@ class Catalog:
                 chunks=tx.list_chunks(),
                 nodes=tx.list_nodes(),
             )
-        self._topology_cache = view
+        self._topology_cache = (generation, view)
         return view
 

@@ -12,6 +12,7 @@ from grpc import aio
 from config_server import convert
 from config_server.catalog import Catalog, TopologyView
 from config_server.failure_detector import FailureDetector
+from config_server.leader_duties import LeaderDuties, forwarded_by
 from config_server.replset_checks import check_member_view
 from lauradb.cluster import cluster_pb2, cluster_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
@@ -21,6 +22,8 @@ from lauradb.rpc.server import rpc_method
 log = logging.getLogger("lauradb.config.cluster")
 
 Context = aio.ServicerContext[Any, Any]
+
+CLUSTER_SERVICE = cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
@@ -34,6 +37,17 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
         # Replica-set members' live state (registration, then every heartbeat):
         # node id -> (replset, role, term). Not persisted: heartbeats refill it.
         self._members: dict[str, tuple[str, int, int]] = {}
+        # who leads (set by the app once it listens); None: the only config server
+        self.leader: LeaderDuties | None = None
+
+    def _tell_leader(self, request: cluster_pb2.HeartbeatRequest, context: Context) -> None:
+        """A non-leader passes the heartbeats it gets on to the leader, whose failure
+        detector decides which nodes are down (in the background; best effort)."""
+        if self.leader is not None and not forwarded_by(context):
+            self.leader.forward_in_background(
+                CLUSTER_SERVICE, "Heartbeat", request, cluster_pb2.HeartbeatResponse,
+                request.node_id,
+            )
 
     def topology(self) -> cluster_pb2.ClusterTopology:
         view = self.catalog.topology()
@@ -96,6 +110,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
         version = self.catalog.register_node(record)
         self._note_member(node.id, node.replset, int(node.role), node.term)
         self.detector.heartbeat(record.node_id)
+        self._tell_leader(cluster_pb2.HeartbeatRequest(node_id=node.id), context)
         log.info("node %s registered at %s:%d (topology %d)", node.id, node.host, node.port, version)
         topology = self.topology()
         return cluster_pb2.NodeRegistrationResponse(
@@ -162,6 +177,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
             self.catalog.get_node(request.node_id)  # NODE_NOT_FOUND: register first
         if self.detector.heartbeat(request.node_id):
             log.info("node %s is up again", request.node_id)
+        self._tell_leader(request, context)
         status = request.status
         if request.HasField("status") and (status.replset or request.node_id in self._members):
             self._note_member(request.node_id, status.replset, int(status.role), status.term)

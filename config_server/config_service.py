@@ -11,6 +11,7 @@ from grpc import aio
 from config_server import convert, index_records
 from config_server.balancer import Balancer
 from config_server.catalog import Catalog, DroppedNamespaces
+from config_server.leader_duties import LeaderDuties
 from config_server.migrations import Migrator
 from config_server.model import HASH, IndexRecord, MigrationRecord, combined_version
 from config_server.move_primary import PrimaryMover
@@ -28,6 +29,8 @@ from lauradb.rpc.server import rpc_method
 log = logging.getLogger("lauradb.config.service")
 
 Context = aio.ServicerContext[Any, Any]
+
+CONFIG_SERVICE = routing_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
 
 
 def _strategy_name(value: int) -> str:
@@ -79,6 +82,17 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
         self.migrator = migrator
         self.balancer = balancer
         self.removal = removal
+        # who leads (set by the app once it listens); None: the only config server
+        self.leader: LeaderDuties | None = None
+
+    async def _on_leader(
+        self, method: str, request: Any, response_type: Any, context: Context
+    ) -> Any | None:
+        """The leader's answer when this config server does not lead (see
+        ``config_server.leader_duties``); None: handle the call here."""
+        if self.leader is None:
+            return None
+        return await self.leader.forward(CONFIG_SERVICE, method, request, response_type, context)
 
     @rpc_method
     async def AddShard(
@@ -122,6 +136,11 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
     async def RemoveShard(
         self, request: routing_pb2.RemoveShardRequest, context: Context
     ) -> routing_pb2.RemoveShardResponse:
+        led = await self._on_leader(
+            "RemoveShard", request, routing_pb2.RemoveShardResponse, context
+        )
+        if led is not None:
+            return led  # type: ignore[no-any-return]
         status = self.removal.request(request.shard_id)
         if status.state == STARTED:
             log.info("shard %s: draining started", request.shard_id)
@@ -140,6 +159,11 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
     async def MovePrimary(
         self, request: router_ext_pb2.MovePrimaryConfigRequest, context: Context
     ) -> router_ext_pb2.MovePrimaryConfigResponse:
+        led = await self._on_leader(
+            "MovePrimary", request, router_ext_pb2.MovePrimaryConfigResponse, context
+        )
+        if led is not None:
+            return led  # type: ignore[no-any-return]
         result = await self.mover.move(request.database, request.to_shard)
         return router_ext_pb2.MovePrimaryConfigResponse(
             success=True,
@@ -153,6 +177,11 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
     async def CommitMovePrimary(
         self, request: router_ext_pb2.CommitMovePrimaryRequest, context: Context
     ) -> router_ext_pb2.CommitMovePrimaryResponse:
+        led = await self._on_leader(
+            "CommitMovePrimary", request, router_ext_pb2.CommitMovePrimaryResponse, context
+        )
+        if led is not None:
+            return led  # type: ignore[no-any-return]
         committed = await self.mover.commit(
             request.database, request.from_shard, request.to_shard, request.operation_id
         )
@@ -183,6 +212,11 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
     async def MigrateChunk(
         self, request: routing_pb2.MigrateChunkRequest, context: Context
     ) -> routing_pb2.MigrateChunkResponse:
+        led = await self._on_leader(
+            "MigrateChunk", request, routing_pb2.MigrateChunkResponse, context
+        )
+        if led is not None:
+            return led  # type: ignore[no-any-return]
         outcome = await self.migrator.migrate(
             request.chunk_id, request.from_shard, request.to_shard
         )
@@ -232,6 +266,11 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
     async def SetBalancerState(
         self, request: router_ext_pb2.SetBalancerStateRequest, context: Context
     ) -> router_ext_pb2.SetBalancerStateResponse:
+        led = await self._on_leader(
+            "SetBalancerState", request, router_ext_pb2.SetBalancerStateResponse, context
+        )
+        if led is not None:
+            return led  # type: ignore[no-any-return]
         return router_ext_pb2.SetBalancerStateResponse(
             enabled=self.balancer.set_enabled(request.enabled)
         )
@@ -240,8 +279,26 @@ class ConfigService(routing_pb2_grpc.ConfigServiceServicer):
     async def GetBalancerStatus(
         self, request: router_ext_pb2.GetBalancerStatusRequest, context: Context
     ) -> router_ext_pb2.GetBalancerStatusResponse:
+        leader = ""
+        if self.leader is not None:
+            try:
+                led = await self._on_leader(
+                    "GetBalancerStatus", request, router_ext_pb2.GetBalancerStatusResponse,
+                    context,
+                )
+            except LauraError as err:  # nobody leads right now: what this server knows
+                log.debug("balancer status from the leader: %s", err)
+            else:
+                if led is not None:
+                    return led  # type: ignore[no-any-return]
+            if self.leader.is_leader:
+                leader = self.leader.address
+            else:
+                self.balancer.reload_enabled()
         status = self.balancer.status()
         return router_ext_pb2.GetBalancerStatusResponse(
+            leader=leader,
+            answered_by=self.leader.address if self.leader is not None else "",
             enabled=status.enabled,
             rounds=status.rounds,
             splits=status.splits,

@@ -40,6 +40,14 @@ class FailureDetector:
             if node.up:
                 self._last_seen[node.node_id] = now
 
+    def rearm(self) -> None:
+        """Taking over as the leader config server: every node the metadata says is up
+        gets a full timeout from now to heartbeat (to any config server; the others
+        forward heartbeats to the leader). What this server saw while not leading is
+        not a reason to mark anything down."""
+        now = self._monotonic()
+        self._last_seen = {node.node_id: now for node in self._catalog.list_nodes() if node.up}
+
     def tracking(self, node_id: str) -> bool:
         """True while the node is believed up (known, heartbeating)."""
         return node_id in self._last_seen

@@ -256,6 +256,13 @@ class MetadataStore(abc.ABC):
         server sharing the store (a no-op for a store only this process writes)."""
         return None
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever the stored data may have changed under this process (the
+        etcd mirror's revision: other config servers commit too); constant for a store
+        only this process writes, whose caches its own changes clear."""
+        return 0
+
 
 def open_store(spec: str, data_dir: str | Path) -> MetadataStore:
     """The store a ``--store`` value names: ``sqlite`` (the file in ``data_dir``) or

@@ -1016,6 +1016,10 @@ class EtcdMetadataStore(MetadataStore):
     def revision(self) -> int:
         return self._view.revision
 
+    @property
+    def generation(self) -> int:
+        return self._view.revision
+
     # ------------------------------------------------------------------- fence
 
     def set_fence(self, key: bytes | None, create_revision: int = 0) -> None:

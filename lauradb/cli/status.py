@@ -130,6 +130,10 @@ def render_status(client: Client) -> str:
         f"migrations: {balancer.migrations_committed} committed, "
         f"{balancer.migrations_failed} failed"
     )
+    if balancer.leader:
+        lines.append(f"  leader config server: {balancer.leader}")
+    elif balancer.answered_by:
+        lines.append("  leader config server: none right now (an election is under way)")
     if balancer.last_error:
         lines.append(f"  last error: {balancer.last_error}")
     if balancer.jumbo_chunks:

@@ -454,7 +454,7 @@ class GetBalancerStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetBalancerStatusResponse(_message.Message):
-    __slots__ = ("enabled", "rounds", "splits", "migrations_committed", "migrations_failed", "in_progress", "jumbo_chunks", "last_error", "error")
+    __slots__ = ("enabled", "rounds", "splits", "migrations_committed", "migrations_failed", "in_progress", "jumbo_chunks", "last_error", "leader", "answered_by", "error")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     SPLITS_FIELD_NUMBER: _ClassVar[int]
@@ -463,6 +463,8 @@ class GetBalancerStatusResponse(_message.Message):
     IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     JUMBO_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     rounds: int
@@ -472,8 +474,10 @@ class GetBalancerStatusResponse(_message.Message):
     in_progress: _containers.RepeatedCompositeFieldContainer[MigrationInfo]
     jumbo_chunks: _containers.RepeatedScalarFieldContainer[str]
     last_error: str
+    leader: str
+    answered_by: str
     error: _error_pb2.Error
-    def __init__(self, enabled: _Optional[bool] = ..., rounds: _Optional[int] = ..., splits: _Optional[int] = ..., migrations_committed: _Optional[int] = ..., migrations_failed: _Optional[int] = ..., in_progress: _Optional[_Iterable[_Union[MigrationInfo, _Mapping]]] = ..., jumbo_chunks: _Optional[_Iterable[str]] = ..., last_error: _Optional[str] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
+    def __init__(self, enabled: _Optional[bool] = ..., rounds: _Optional[int] = ..., splits: _Optional[int] = ..., migrations_committed: _Optional[int] = ..., migrations_failed: _Optional[int] = ..., in_progress: _Optional[_Iterable[_Union[MigrationInfo, _Mapping]]] = ..., jumbo_chunks: _Optional[_Iterable[str]] = ..., last_error: _Optional[str] = ..., leader: _Optional[str] = ..., answered_by: _Optional[str] = ..., error: _Optional[_Union[_error_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class MovePrimaryConfigRequest(_message.Message):
     __slots__ = ("database", "to_shard")

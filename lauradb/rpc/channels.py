@@ -294,7 +294,7 @@ class ChannelPool:
         self._tls = tls
         self._recheck = recheck
         self._retire_grace = retire_grace
-        self._handles: dict[str, PooledChannel] = {}
+        self._handles: dict[str, aio.Channel] = {}
         self._channels: dict[str, aio.Channel] = {}
         self._stamp: tuple[int, ...] = ()
         self._checked: float | None = None
@@ -340,9 +340,20 @@ class ChannelPool:
         task.add_done_callback(self._closing.discard)
 
     def get(self, address: str) -> aio.Channel:
-        """The pool's channel to ``address`` (the same object every time)."""
+        """The pool's channel to ``address`` (the same object every time). A list
+        ``host:port,host:port,...`` (equivalent servers: the config servers) gives a
+        ``FailoverChannel`` over them (``lauradb.rpc.failover``)."""
         handle = self._handles.get(address)
         if handle is None:
+            if "," in address:
+                from lauradb.rpc.failover import FailoverChannel, parse_address_list
+
+                addresses = parse_address_list(address)
+                if len(addresses) > 1:
+                    failover = FailoverChannel(self, addresses)
+                    self._handles[address] = failover
+                    return failover
+                return self.get(addresses[0])
             handle = self._handles[address] = PooledChannel(self, address)
         return handle
 

@@ -291,6 +291,11 @@ class Cluster:
     R > 1 every shard is a replica set (``--replset shardI --peers ...``): ``shards[i]``
     is its member 0, ``members(shard_id)`` all of them; ``primary_of`` / ``kill_primary``
     find (via Hello) and kill -9 its primary.
+    ``config_replicas``: config servers (default 1). More than one needs ``store``
+    ``"etcd"`` (the harness starts a local etcd under ``base_dir``) or an
+    ``etcd://host:port/name`` URL of a running one; ``config`` is the first of
+    ``configs``, shards and routers get all of them (``config_list``);
+    ``config_leader()`` finds the one leading. ``lease_ttl``: their ``--lease-ttl``.
     """
 
     def __init__(
@@ -303,15 +308,38 @@ class Cluster:
         extra_shard_args: Sequence[str] = (),
         extra_router_args: Sequence[str] = (),
         replicas: int = 1,
+        config_replicas: int = 1,
+        store: str = "sqlite",
+        lease_ttl: float | None = None,
     ) -> None:
         self.base_dir = base_dir
         self.replicas = replicas
         base_dir.mkdir(parents=True, exist_ok=True)
-        config_address = f"{HOST}:{free_port()}"
-        self.config = self._proc(
-            "config", "config_server", config_address, "config", log_level,
-            list(extra_config_args),
-        )
+        if config_replicas > 1 and store == "sqlite":
+            raise ValueError("several config servers need store='etcd' (or an etcd:// URL)")
+        self.etcd: Any = None  # lauradb.etcd_local.LocalEtcd started by start()
+        self.store = store
+        if store == "etcd":
+            from lauradb.etcd_local import LocalEtcd
+
+            self.etcd = LocalEtcd(
+                base_dir / "etcd", client_port=free_port(), peer_port=free_port()
+            )
+            self.store = f"{self.etcd.url}/{base_dir.name}-{uuid.uuid4().hex[:8]}"
+        config_flags = list(extra_config_args)
+        if self.store != "sqlite":
+            config_flags = ["--store", self.store, *config_flags]
+        if lease_ttl is not None:
+            config_flags = ["--lease-ttl", f"{lease_ttl:g}", *config_flags]
+        self.configs = [
+            self._proc(
+                "config" if i == 0 else f"config{i}", "config_server", f"{HOST}:{free_port()}",
+                "config" if i == 0 else f"config{i}", log_level, config_flags,
+            )
+            for i in range(config_replicas)
+        ]
+        self.config = self.configs[0]
+        config_address = ",".join(p.address for p in self.configs)
         self.shards = [
             self._proc(
                 f"shard{i}",
@@ -385,7 +413,7 @@ class Cluster:
 
     @property
     def procs(self) -> list[Proc]:
-        return [self.config, *self.shard_procs, self.router, *self.extra_routers]
+        return [*self.configs, *self.shard_procs, self.router, *self.extra_routers]
 
     @property
     def shard_procs(self) -> list[Proc]:
@@ -433,7 +461,34 @@ class Cluster:
 
     @property
     def config_address(self) -> str:
+        """The first config server's address (dial it directly)."""
         return self.config.address
+
+    @property
+    def config_list(self) -> str:
+        """Every config server, comma separated (what shards and routers are given)."""
+        return ",".join(p.address for p in self.configs)
+
+    async def config_leader(self, timeout: float = 30.0) -> Proc:
+        """The config server that leads (runs the balancer), asked of a live one."""
+
+        async def find() -> Proc | None:
+            for proc in self.configs:
+                if not proc.alive:
+                    continue
+                stub = routing_pb2_grpc.ConfigServiceStub(self.channel(proc.address))
+                with contextlib.suppress(grpc.RpcError):
+                    resp = await stub.GetBalancerStatus(
+                        router_ext_pb2.GetBalancerStatusRequest(), timeout=2.0
+                    )
+                    for candidate in self.configs:
+                        if candidate.address == resp.leader and candidate.alive:
+                            return candidate
+            return None
+
+        found = await eventually(find, timeout=timeout, what="a leading config server")
+        assert found is not None
+        return found
 
     @property
     def shard_ids(self) -> list[str]:
@@ -445,10 +500,12 @@ class Cluster:
     # lifecycle
 
     async def start(self) -> None:
-        """Config server and shards, AddShard for each, then the router; all healthy."""
-        for proc in [self.config, *self.shard_procs]:
+        """Config servers and shards, AddShard for each, then the router; all healthy."""
+        if self.etcd is not None and not self.etcd.running:
+            await asyncio.to_thread(self.etcd.start)
+        for proc in [*self.configs, *self.shard_procs]:
             proc.start()
-        await asyncio.gather(*(proc.wait_healthy() for proc in [self.config, *self.shard_procs]))
+        await asyncio.gather(*(proc.wait_healthy() for proc in [*self.configs, *self.shard_procs]))
         await self.add_shards()
         self.router.start()
         await self.router.wait_healthy()
@@ -467,7 +524,7 @@ class Cluster:
         """Router, then shards, then config (SIGTERM; each must exit 0 if ``check``)."""
         await self.close_channels()
         failures: list[str] = []
-        for group in ([self.router, *self.extra_routers], self.shard_procs, [self.config]):
+        for group in ([self.router, *self.extra_routers], self.shard_procs, self.configs):
             results = await asyncio.gather(
                 *(asyncio.to_thread(proc.terminate, check=check) for proc in group),
                 return_exceptions=True,
@@ -475,6 +532,8 @@ class Cluster:
             failures += [str(r) for r in results if isinstance(r, BaseException)]
         for proc in self.procs:
             proc.forget()
+        if self.etcd is not None:
+            await asyncio.to_thread(self.etcd.stop)
         if failures:
             raise AssertionError("unclean shutdown:\n" + "\n".join(failures))
 
@@ -482,7 +541,7 @@ class Cluster:
         """Start one more router (``router1``, ...) with ``extra_args``; wait until healthy."""
         proc = self._proc(
             f"router{len(self.extra_routers) + 1}", "router", f"{HOST}:{free_port()}", None,
-            self.log_level, ["--config", self.config_address, *extra_args],
+            self.log_level, ["--config", self.config_list, *extra_args],
         )
         self.extra_routers.append(proc)
         proc.start()
@@ -510,7 +569,7 @@ class Cluster:
     async def restart_all(self) -> None:
         """Start every stopped process again on the same ports and dirs (no AddShard)."""
         await self.close_channels()
-        first = [p for p in [self.config, *self.shard_procs] if not p.alive]
+        first = [p for p in [*self.configs, *self.shard_procs] if not p.alive]
         for proc in first:
             proc.start()
         await asyncio.gather(*(proc.wait_healthy() for proc in first))

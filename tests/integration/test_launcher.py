@@ -31,7 +31,7 @@ from tests.integration.harness import (
 from tests.integration.tls_pki import Pki, needs_openssl
 
 READY = re.compile(r"cluster ready: router at (\S+)")
-CHILD_LINE = re.compile(r"^(config|shard\d+|router)\s+(\S+)\s+pid (\d+)", re.M)
+CHILD_LINE = re.compile(r"^(config\d*|shard\d+|router|etcd)\s+(\S+)\s+pid (\d+)", re.M)
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
@@ -120,6 +120,38 @@ def test_port_layout() -> None:
     assert argv[argv.index("--config") + 1] == "127.0.0.1:27019"
     assert argv[argv.index("--shard-id") + 1] == "shard2"
     assert not any(a.startswith("--tls") for a in argv)
+
+
+def test_port_layout_with_config_replicas_on_etcd() -> None:
+    plan = plan_cluster(2, 27017, Path("d"), "127.0.0.1", config_replicas=3, store="etcd")
+    # the default layout is kept; the other config servers, then etcd, come after it
+    assert [s.port for s in plan.shards] == [27018, 27020]
+    assert [c.port for c in plan.config_servers] == [27019, 27021, 27022]
+    assert [c.data_dir for c in plan.config_servers] == [
+        Path("d/config"), Path("d/config1"), Path("d/config2")
+    ]
+    assert plan.etcd is not None and plan.etcd.data_dir == Path("d/etcd")
+    assert (plan.etcd.client_port, plan.etcd.peer_port) == (27023, 27024)
+    store = "etcd://127.0.0.1:27023/lauradb"
+    for spec in plan.config_servers:
+        argv = spec.argv("info")
+        assert argv[argv.index("--store") + 1] == store
+    everyone = "127.0.0.1:27019,127.0.0.1:27021,127.0.0.1:27022"
+    for spec in (*plan.shards, plan.router):
+        argv = spec.argv("info")
+        assert argv[argv.index("--config") + 1] == everyone, spec.name
+    existing = plan_cluster(1, 27017, Path("d"), "h", config_replicas=2, store="etcd://e:2379")
+    assert existing.etcd is None
+    assert all("etcd://e:2379" in c.argv("info") for c in existing.config_servers)
+    single = plan_cluster(1, 27017, Path("d"), "h")
+    assert single.config_servers == (single.config,) and single.etcd is None
+    assert "--store" not in single.config.argv("info")
+
+
+def test_config_replicas_need_etcd(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["up", "--config-replicas", "3"])
+    assert "needs --store etcd" in capsys.readouterr().err
 
 
 def test_tls_flags_reach_every_child() -> None:
@@ -221,6 +253,40 @@ async def test_up_with_mutual_tls(
     assert out.splitlines()[1].split()[:2] == ["shard0", f"127.0.0.1:{shard_port(base, 0)}"]
     assert run.stop() == 0, run.output()
     assert all(pid_gone(pid) for pid in run.children().values())
+
+
+@pytest.mark.integration
+async def test_up_with_three_config_servers_on_etcd(
+    tmp_path: Path, launches: list[LauncherRun], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``up --config-replicas 3 --store etcd``: a local etcd and three config servers;
+    the status names the leader; everything (etcd too) stops on SIGTERM."""
+    base = free_port_block(8)
+    args = ["--shards", "1", "--port", str(base), "--data-dir", str(tmp_path / "data"),
+            "--config-replicas", "3", "--store", "etcd"]
+    run = LauncherRun(args, tmp_path / "launcher.log")
+    launches.append(run)
+    router_address = await run.wait_ready()
+    children = run.children()
+    assert set(children) == {"etcd", "config", "config1", "config2", "shard0", "router"}, (
+        run.output()
+    )
+    async with aio.insecure_channel(router_address) as channel:
+        router = routing_pb2_grpc.RouterServiceStub(channel)
+        assert await insert_many(router, "launchha", "c", [{"_id": i} for i in range(20)]) == 20
+    configs = {f"127.0.0.1:{p}" for p in (base + 2, base + 3, base + 4)}
+
+    async def leader_named() -> str:
+        capsys.readouterr()
+        assert await asyncio.to_thread(cli_main, ["--router", router_address, "status"]) == 0
+        out = capsys.readouterr().out
+        found = re.search(r"leader config server: (\S+)", out)
+        return found[1] if found and found[1] in configs else ""
+
+    await eventually(leader_named, timeout=30, what="the leader in lauradb status")
+    assert (tmp_path / "data" / "etcd").is_dir()
+    assert run.stop() == 0, run.output()
+    assert all(pid_gone(pid) for pid in children.values()), children
 
 
 def test_children_do_not_inherit_lauradb_settings() -> None:

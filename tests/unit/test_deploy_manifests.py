@@ -165,6 +165,11 @@ def container_env(objs: list[Obj], container: Obj) -> dict[str, str]:
         if "value" in var:
             env[var["name"]] = var["value"]
             continue
+        field = var["valueFrom"].get("fieldRef")
+        if field is not None:  # the downward API: a stand-in for the pod's own value
+            assert field["fieldPath"] == "metadata.name", field
+            env[var["name"]] = "pod-0"
+            continue
         ref = var["valueFrom"]["configMapKeyRef"]
         config_map = one(objs, "ConfigMap", ref["name"])
         assert ref["key"] in config_map["data"], f"{ref['name']} has no key {ref['key']}"
@@ -409,10 +414,21 @@ def stable_address(objs: list[Obj], stateful: Obj) -> str:
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
-def test_config_address_is_config_server_pod_zero(name: str) -> None:
+def test_config_address_lists_the_config_server_pods(name: str) -> None:
+    """One config server (SQLite): pod 0. Several (prod, on etcd): every replica, so
+    clients fail over between them."""
     objs = render(name)
     config = one(objs, "StatefulSet", "lauradb-config")
-    assert common_settings(objs)["LAURADB_CONFIG_ADDRESS"] == stable_address(objs, config)
+    settings = common_settings(objs)
+    pod0 = stable_address(objs, config)
+    replicas = config["spec"]["replicas"]
+    expected = [pod0.replace("-0.", f"-{i}.", 1) for i in range(replicas)]
+    assert settings["LAURADB_CONFIG_ADDRESS"].split(",") == expected
+    store = settings["LAURADB_CONFIG_STORE"]
+    if replicas > 1:
+        assert store.startswith("etcd://"), "several config servers need the etcd store"
+    else:
+        assert store == "sqlite"
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
@@ -459,7 +475,7 @@ class _FakeRpcError(Exception):
         return "config server starting"
 
 
-@pytest.mark.parametrize("name", [BASE, TLS])
+@pytest.mark.parametrize("name", [BASE, PROD, TLS])
 def test_add_shards_script_registers_every_shard_and_retries(
     name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
@@ -524,15 +540,18 @@ def test_add_shards_script_registers_every_shard_and_retries(
         monkeypatch.setenv(key, value)
     exec(compile(script, "lauradb-add-shards", "exec"), {"__name__": "__main__"})
 
-    config = env["LAURADB_CONFIG_ADDRESS"]
+    # one channel per config server tried: the failed call moved on to the next one
+    configs = env["LAURADB_CONFIG_ADDRESS"].split(",")
+    tried = configs[:2] if len(configs) > 1 else configs
     if name in WITH_TLS:
-        assert channels == [("tls", config, {
+        creds = {
             "root_certificates": files["ca"],
             "private_key": files["key"],
             "certificate_chain": files["cert"],
-        })]
+        }
+        assert channels == [("tls", config, creds) for config in tried]
     else:
-        assert channels == [("plaintext", config, {})]
+        assert channels == [("plaintext", config, {}) for config in tried]
 
     got = [(c.shard_id, c.node_id, f"{c.host}:{c.port}") for c in calls]
     shard_ids = [(pod_labels(s)[SHARD_ID_LABEL], s) for s in shard_sets(objs)]
