@@ -10,7 +10,8 @@ The performance suite (issue 7), ``all`` when no scenario is named:
 It ends with one table of the targets and PASS/MISS for each. Also runnable by name:
 ``engine``, ``indexes``, ``migration``, ``replication``, ``transactions`` (other
 issues', not in ``all``; ``transactions``: 1- vs 2- vs 3-shard transaction latency and
-throughput).
+throughput; ``config``: routing-table refresh time, full and incremental, for 10 and
+100,000 chunks on the SQLite and the etcd metadata store).
 ``--quick`` scales everything down (about 2 minutes in all); ``--json FILE`` writes
 every figure with the machine and the options, to compare runs over time.
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    config_refresh,
     engine,
     indexes,
     memory,
@@ -52,6 +54,7 @@ SUITE: dict[str, Callable[[Env], Awaitable[dict[str, Any]]]] = {
 # Scenarios on the suite's machinery, run only when named (not part of ``all``).
 EXTRA: dict[str, Callable[[Env], Awaitable[dict[str, Any]]]] = {
     "transactions": transactions.run,
+    "config": config_refresh.run,
 }
 RUNNABLE = {**SUITE, **EXTRA}
 LEGACY: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
@@ -80,7 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-shards", type=int, help="scatter: up to this many shards (default 8)")
     parser.add_argument("--rounds", type=int,
                         help="rounds per measurement, alternating the targets (default 3)")  # fmt: skip
-    parser.add_argument("--chunks", help="targeting: chunk counts (default 10,1000,100000)")
+    parser.add_argument("--chunks", help="targeting: chunk counts (default 10,1000,100000); "
+                        "config: chunk counts (default 10,100000)")  # fmt: skip
     parser.add_argument("--docs-per-shard", type=int,
                         help="scatter: documents per shard (default 1,000)")  # fmt: skip
     parser.add_argument("--kills", type=int, help="replication: primaries killed (default 10)")

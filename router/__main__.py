@@ -1,4 +1,4 @@
-"""``lauradb-router --port 27017 --config HOST:PORT``: run a router."""
+"""``lauradb-router --port 27017 --config HOST:PORT[,HOST:PORT...]``: run a router."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from lauradb.errors import LauraError
 from lauradb.replset import DEFAULT_BUFFER_WINDOW_S
+from lauradb.rpc.failover import parse_address_list
 from lauradb.rpc.process import (
     add_common_args,
     parse_with_sources,
@@ -18,6 +20,7 @@ from router.config_client import DEFAULT_CONFIG_TIMEOUT
 from router.context import DEFAULT_MEMORY_LIMIT
 from router.cursors import IDLE_TIMEOUT
 from router.shard_client import DEFAULT_SHARD_TIMEOUT
+from router.txn_failpoints import CRASH as TXN_CRASH
 from router.txn_plan import DEFAULT_MAX_OPERATIONS, DEFAULT_TIMEOUT_MS, TxnSettings
 
 
@@ -27,7 +30,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add_common_args(parser, default_port=27017)
     parser.add_argument(
-        "--config", required=True, metavar="HOST:PORT", help="config server address"
+        "--config", required=True, metavar="HOST:PORT[,HOST:PORT...]",
+        help="config server address; several (config servers sharing an etcd store) "
+        "comma separated: calls fail over between them",
     )
     parser.add_argument(
         "--shard-timeout",
@@ -80,9 +85,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="TESTING ONLY: after a write completed on the shards, fail the call with "
         "UNAVAILABLE instead of replying (simulates a lost reply, for retry tests)",
     )
+    parser.add_argument(
+        "--test-txn-crash-at",
+        type=TXN_CRASH.parse,
+        default=None,
+        metavar="POINT[:PROBABILITY]",
+        help="TESTING ONLY: exit at once (status 137, like kill -9) when a multi-shard "
+        "transaction reaches POINT (one of " + ", ".join(TXN_CRASH.points) + "), with "
+        "PROBABILITY (default 1); see router/txn_failpoints.py",
+    )
     args = parse_with_sources(parser, argv)
-    if ":" not in args.config:
-        parser.error("--config must be HOST:PORT")
+    try:
+        args.config = ",".join(parse_address_list(args.config))
+    except LauraError:
+        parser.error("--config must be HOST:PORT[,HOST:PORT...]")
     require_positive(
         parser, args, "shard_timeout", "config_timeout", "cursor_timeout", "memory_limit_mb",
         "failover_buffer", "txn_max_operations", "txn_default_timeout_ms",
@@ -91,6 +107,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    if args.test_txn_crash_at is not None:
+        TXN_CRASH.arm(*args.test_txn_crash_at)
     app = RouterApp(
         host=args.host,
         port=args.port,

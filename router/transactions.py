@@ -38,6 +38,7 @@ from lauradb.rpc.request_context import current_request_id
 from router.context import RouterContext
 from router.routing_table import RoutingTable
 from router.shard_client import is_stale
+from router.txn_failpoints import CRASH
 from router.txn_plan import (
     ShardOps,
     TxnPlan,
@@ -351,6 +352,7 @@ class _Run:
             return self._response(decode_results(cresp.results), len(participants))
         if cresp.state == _STATE.ABORTED:
             raise error_from_reason(cresp.reason, plan.txn_id)
+        CRASH.hit("after-coordinate", plan.txn_id)
 
         # Prepare everywhere.
         by_shard = shard_operations(plan, self.tables, one_phase=False)
@@ -366,7 +368,9 @@ class _Run:
                 for s in order
             ],
             self.deadline,
+            on_answer=CRASH.first("after-first-prepare", plan.txn_id),
         )
+        CRASH.hit("after-prepares", plan.txn_id)
         failures: list[LauraError] = []
         votes: list[tuple[ShardOps, list[transaction_pb2.TransactionOperationResult]]] = []
         for s, a in zip(order, answers, strict=True):
@@ -438,6 +442,7 @@ class _Run:
                     self.plan.txn_id, coord, answered,
                 )  # fmt: skip
                 return None
+            CRASH.hit("after-decision", self.plan.txn_id)
             return resp  # type: ignore[no-any-return]
 
     async def _decide_abort(self, coord: str, participants: list[str], failure: LauraError) -> None:
@@ -489,6 +494,8 @@ class _Run:
             answers = await self.caller.each(
                 [(self.table_of(s), s, method, r) for s, r in zip(pending, reqs, strict=True)],
                 round_until,
+                on_answer=CRASH.first("after-first-commit", self.plan.txn_id)
+                if method == "Commit" else None,
             )
             retry: list[str] = []
             for s, a in zip(pending, answers, strict=True):

@@ -150,11 +150,17 @@ class TxnCaller:
         self,
         calls: Sequence[tuple[RoutingTable | None, str, str, Any]],
         deadline: float,
+        on_answer: Callable[[Any], None] | None = None,
     ) -> list[Any]:
-        """Several calls in parallel: each answer or its exception, in order."""
+        """Several calls in parallel: each answer or its exception, in order.
+        ``on_answer`` sees each answer as it arrives (the testing crash points)."""
+
+        async def one(t: RoutingTable | None, s: str, m: str, r: Any) -> Any:
+            resp = await self.call(t, s, m, r, deadline)
+            if on_answer is not None:
+                on_answer(resp)
+            return resp
+
         return list(
-            await asyncio.gather(
-                *(self.call(t, s, m, r, deadline) for t, s, m, r in calls),
-                return_exceptions=True,
-            )
+            await asyncio.gather(*(one(t, s, m, r) for t, s, m, r in calls), return_exceptions=True)
         )

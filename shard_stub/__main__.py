@@ -6,11 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from lauradb.errors import LauraError
+from lauradb.rpc.failover import parse_address_list
 from lauradb.rpc.process import add_common_args, parse_with_sources, run_process
 from shard_stub.app import ReplicaSettings, ShardApp
 from shard_stub.migration_settings import MigrationSettings
 from shard_stub.replica.node import DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_OPLOG_MAX_ENTRIES
 from shard_stub.retry_records import DEFAULT_MAX_RECORDS, DEFAULT_TTL_S
+from shard_stub.transactions.failpoints import CRASH as TXN_CRASH
 
 
 def _address(value: str) -> str:
@@ -18,6 +21,15 @@ def _address(value: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
     return value
+
+
+def _address_list(value: str) -> str:
+    try:
+        return ",".join(parse_address_list(value))
+    except LauraError:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT[,HOST:PORT...], got {value!r}"
+        ) from None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -35,7 +47,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data-dir", required=True, help="directory of the shard's data")
     parser.add_argument(
-        "--config", required=True, type=_address, help="config server address HOST:PORT"
+        "--config", required=True, type=_address_list, metavar="HOST:PORT[,HOST:PORT...]",
+        help="config server address; several (config servers sharing an etcd store) "
+        "comma separated: calls fail over between them"
     )
     defaults = MigrationSettings()
     parser.add_argument(
@@ -53,6 +67,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"failing with a retryable STALE_CONFIG (default {defaults.write_wait_s:g})",
     )
     parser.add_argument(
+        "--migration-txn-wait-s", type=float, default=defaults.prepared_wait_s,
+        metavar="SECONDS",
+        help="seconds a chunk migration or movePrimary waits for prepared transactions "
+        "locking its documents to resolve before aborting with the retryable "
+        f"CONFLICTING_OPERATION_IN_PROGRESS (default {defaults.prepared_wait_s:g})",
+    )
+    parser.add_argument(
         "--retry-history-ttl", type=float, default=DEFAULT_TTL_S, metavar="SECONDS",
         help="seconds the outcome of a retryable write (one with a request_id) is kept to "
         f"answer its retries (default {DEFAULT_TTL_S:g})",
@@ -67,6 +88,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="how long a transaction's Prepare waits for a document locked by another "
         "prepared transaction before voting no (WRITE_CONFLICT); ordinary writes wait 10x "
         "as long (default 100)",
+    )
+    parser.add_argument(
+        "--test-txn-crash-at",
+        type=TXN_CRASH.parse,
+        default=None,
+        metavar="POINT[:PROBABILITY]",
+        help="TESTING ONLY: exit at once (status 137, like kill -9) when a transaction "
+        "reaches POINT (one of " + ", ".join(TXN_CRASH.points) + "), with PROBABILITY "
+        "(default 1); see shard_stub/transactions/failpoints.py",
     )
     rs = parser.add_argument_group("replica set (without --replset: a standalone shard)")
     rs.add_argument(
@@ -111,6 +141,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--migration-clone-batch must be positive")
     if args.migration_peer_timeout <= 0 or args.migration_write_wait <= 0:
         parser.error("--migration-peer-timeout and --migration-write-wait must be positive")
+    if args.migration_txn_wait_s <= 0:
+        parser.error("--migration-txn-wait-s must be positive")
     if args.retry_history_ttl <= 0 or args.retry_history_max_records <= 0:
         parser.error("--retry-history-ttl and --retry-history-max-records must be positive")
     if args.txn_lock_wait_ms < 0:
@@ -164,6 +196,8 @@ def _check_replset(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    if args.test_txn_crash_at is not None:
+        TXN_CRASH.arm(*args.test_txn_crash_at)
     app = ShardApp(
         shard_id=args.shard_id,
         host=args.host,
@@ -177,6 +211,7 @@ async def _serve(args: argparse.Namespace) -> None:
             recipient_unreachable_s=args.migration_peer_timeout,
             donor_unreachable_s=3 * args.migration_peer_timeout,
             write_wait_s=args.migration_write_wait,
+            prepared_wait_s=args.migration_txn_wait_s,
         ),
         retry_history_ttl_s=args.retry_history_ttl,
         retry_history_max_records=args.retry_history_max_records,

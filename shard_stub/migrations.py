@@ -72,7 +72,10 @@ class Migrations:
         self.recipient = MigrationRecipient(
             shard_id, storage, metadata, self.store, self.deleter, pool, self.config, s
         )
-        self.primary = PrimaryMoves(shard_id, storage, metadata, cursors, pool, config_address)
+        self.primary = PrimaryMoves(
+            shard_id, storage, metadata, cursors, pool, config_address,
+            prepared_wait_s=s.prepared_wait_s,
+        )
         self.shard_id = shard_id
         self.storage = storage
         self.metadata = metadata

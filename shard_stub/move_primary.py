@@ -11,6 +11,16 @@ accepts unsharded requests), leaves the section (blocked writers get STALE_CONFI
 routers refresh and go to the new primary) and drops its copies. Any failure
 before the commit: the new primary's clones are dropped, this shard stays primary.
 
+Prepared transactions (``shard_stub.transactions``) apply their effects at Commit,
+after the copy could have read the documents: so before the copy, with the section
+entered and the running writes drained, the old primary looks (under the storage
+write lock) for documents of the database's unsharded collections locked by prepared
+transactions. Found: it leaves the section (blocked writers go on), waits for a lock
+release and tries again, for at most ``prepared_wait_s`` (``--migration-txn-wait-s``);
+then the movePrimary fails with the retryable CONFLICTING_OPERATION_IN_PROGRESS and
+nothing changed. A Prepare that comes after the look sees the active section (the
+participant checks it under the same lock) and votes no (retryable STALE_CONFIG).
+
 ``CriticalSection`` and ``run_unblocked`` (see ``critical_section``) do the waiting.
 """
 
@@ -31,6 +41,7 @@ from shard_stub.metadata import ShardMetadata, namespace_of
 from shard_stub.migration_clients import CallFailed, call
 from shard_stub.ownership import KeyRange
 from shard_stub.storage import ShardStorage
+from shard_stub.transactions.locks import LockTable
 
 log = logging.getLogger("lauradb.shard.move_primary")
 
@@ -42,6 +53,7 @@ RECEIVE_TIMEOUT_S = 600.0
 PAGE_TIMEOUT_S = 30.0
 DRAIN_WRITES_TIMEOUT_S = 30.0
 COMMIT_RETRY_S = 60.0
+PREPARED_WAIT_S = 30.0  # default of ``MigrationSettings.prepared_wait_s``
 EVERY_KEY = KeyRange(b"", b"")  # unsharded documents have no shard key
 
 # (database, collection) -> recorded index names built
@@ -60,8 +72,11 @@ class PrimaryMoves:
         cursors: CursorManager,
         pool: ChannelPool,
         config_address: str,
+        *,
+        prepared_wait_s: float = PREPARED_WAIT_S,
     ) -> None:
         self.shard_id = shard_id
+        self.prepared_wait_s = prepared_wait_s
         self.storage = storage
         self.metadata = metadata
         self.cursors = cursors
@@ -107,6 +122,47 @@ class PrimaryMoves:
                 )
             await asyncio.sleep(0.005)
 
+    async def _quiesce(self, db: str, section: CriticalSection) -> list[str]:
+        """Enter ``section`` with no write running and no document of the database's
+        unsharded collections locked by a prepared transaction; those collections.
+        CONFLICTING_OPERATION_IN_PROGRESS when locks remain after ``prepared_wait_s``."""
+        locks = self.storage.txn_locks
+        deadline = time.monotonic() + self.prepared_wait_s
+        logged = False
+        while True:
+            section.enter()
+            await self._drain_writes(db)
+            names = await self._unsharded_collections(db)
+            held = await asyncio.to_thread(
+                self._locked, locks, {namespace_of(db, coll) for coll in names}
+            )
+            if not held:
+                if logged:
+                    log.info("movePrimary of %s: prepared transactions resolved", db)
+                return names
+            section.leave()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                shown = ", ".join(sorted(held)[:5]) + (", ..." if len(held) > 5 else "")
+                raise LauraError(
+                    ErrorCode.CONFLICTING_OPERATION_IN_PROGRESS,
+                    f"movePrimary of {db}: documents of its unsharded collections are still "
+                    f"locked by {len(held)} prepared transaction(s) ({shown}) after "
+                    f"{self.prepared_wait_s:g}s; retry once they resolve",
+                    {"database": db, "txn_ids": sorted(held)[:20]},
+                )
+            if not logged:
+                logged = True
+                log.info("movePrimary of %s: waiting up to %gs for %d prepared "
+                         "transaction(s) locking its unsharded documents", db,
+                         self.prepared_wait_s, len(held))  # fmt: skip
+            # a release wakes us; look again at least every second regardless
+            await locks.wait_any_release(min(remaining, 1.0))
+
+    def _locked(self, locks: LockTable, namespaces: set[str]) -> set[str]:
+        with self.storage.write_lock():
+            return locks.in_namespaces(namespaces)
+
     # ------------------------------------------------------------------ old primary
 
     def _shard_stub(self, host: str, port: int) -> shard_pb2_grpc.ShardServiceStub:
@@ -142,15 +198,13 @@ class PrimaryMoves:
             f"{db}.*", EVERY_KEY, f"the unsharded collections of database {db} (movePrimary)"
         )
         self.sections[db] = section
-        section.enter()
         committed = False
         names: list[str] = []
         cloned = 0
         peer = self._shard_stub(req.to_host, req.to_port)
         target = f"shard {req.to_shard_id} at {req.to_host}:{req.to_port}"
         try:
-            await self._drain_writes(db)
-            names = await self._unsharded_collections(db)
+            names = await self._quiesce(db, section)
             log.info("movePrimary %s of %s: %s -> %s, collections %s", req.operation_id, db,
                      self.shard_id, req.to_shard_id, names)
             try:

@@ -65,6 +65,7 @@ from typing import Any
 from lauradb.aio import stop_task, wait_event
 from lauradb.cluster import transaction_pb2
 from lauradb.errors import ErrorCode, LauraError
+from shard_stub.transactions.failpoints import CRASH
 from shard_stub.transactions.records import COORDINATOR, TxnRecords
 
 __all__ = ["CallTxn", "Coordinator", "CoordinatorSettings", "WriteRunner"]
@@ -243,6 +244,7 @@ class Coordinator:
                 f"transaction {txn_id}: the decision must be COMMITTED or ABORTED, not "
                 f"{_state_name(req.decision)}",
             )
+        recorded = False
         async with self._serialized(txn_id):
             rec = await self._get(txn_id)
             if rec is None:
@@ -264,7 +266,10 @@ class Coordinator:
                     rec["reason"] = req.reason or "aborted"
                 await self._put(txn_id, rec)
                 self._wake.set()
+                recorded = True
         await self._majority()
+        if recorded:
+            CRASH.hit("after-decision-record", txn_id)
         return self._answer(txn_id, rec)
 
     async def finish(

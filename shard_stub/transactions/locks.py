@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import TypeVar
 
 from lauradb.errors import ErrorCode, LauraError
@@ -82,6 +82,13 @@ class LockTable:
             if lns == ns and shard_key is not None and keys.contains(shard_key):
                 out.add(txn)
         return out
+
+    def in_namespaces(self, namespaces: Collection[str]) -> set[str]:
+        """The transactions locking a document of any of ``namespaces`` (a movePrimary
+        waits for those of the database's unsharded collections before it copies)."""
+        if not self._locks:
+            return set()
+        return {txn for (lns, _), (txn, _) in list(self._locks.items()) if lns in namespaces}
 
     # ------------------------------------------------------------------ changes
     # (callers hold the storage write lock)

@@ -56,6 +56,7 @@ from shard_stub.critical_section import RangeBlocked
 from shard_stub.ownership import OwnedRanges
 from shard_stub.replica import write_concern
 from shard_stub.storage import ShardStorage, TxnRowChange
+from shard_stub.transactions.failpoints import CRASH
 from shard_stub.transactions.locks import DocumentLocked, LockTable, write_conflict
 from shard_stub.transactions.records import OUTCOME, PARTICIPANT, TxnRecords, encode_row
 
@@ -370,6 +371,7 @@ class Participant:
                 return _Vote(False, transaction_pb2.ABORTED, error=err)
         if vote.state == transaction_pb2.PREPARED:
             self._wake.set()
+            CRASH.hit("after-prepare-record", txn_id)
         return vote
 
     async def _tombstone(
@@ -434,6 +436,13 @@ class Participant:
         self, req: transaction_pb2.PrepareRequest, ops: Sequence[_Op]
     ) -> _Vote:
         txn_id = req.txn_id
+        for o in ops:
+            # again under the write lock: a movePrimary looks for prepared documents
+            # under it after entering its section, so none can slip in after the look
+            try:
+                self._check_move_primary(o.op)
+            except RangeBlocked as blocked:
+                raise _OpFailed(o.index, blocked.timeout_error(0.0)) from None
         results, effects, locked = self.storage.capture(txn_id, lambda: self._run_ops(ops))
         if req.one_phase:
             for o in ops:
@@ -552,6 +561,7 @@ class Participant:
                 resp.error = err.message
                 resp.error_info.CopyFrom(to_proto(err))
                 return resp
+        CRASH.hit("after-commit-apply", txn_id)
         resp.success = True
         return resp
 

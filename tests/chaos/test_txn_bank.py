@@ -9,22 +9,41 @@ total. Meanwhile processes are killed with SIGKILL and restarted: the coordinati
 router, a participant shard, the config server. Afterwards every account can be written
 by an ordinary update (no lock left behind), the total is exact, and no balance is
 negative.
+
+The crash-point tests arm one process with ``--test-txn-crash-at POINT:P`` (testing
+only: it exits with status 137 when a transaction reaches POINT; see
+``router/txn_failpoints.py`` and ``shard_stub/transactions/failpoints.py``), restart it
+each time it dies until it crashed ``CRASHES`` times, then restart it unarmed: every
+protocol point is proven hit (the exit status and the crash line in its log), and the
+in-doubt transactions it left are resolved by recovery (the shards' recovery lines).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
 
-from lauradb.cluster import common_pb2, routing_pb2, routing_pb2_grpc, transaction_pb2
+from lauradb.cluster import (
+    common_pb2,
+    routing_pb2,
+    routing_pb2_grpc,
+    transaction_pb2,
+    transaction_pb2_grpc,
+)
+from lauradb.crashpoints import CRASH_EXIT_CODE
 from lauradb.errors import ErrorCode
+from router.txn_failpoints import POINTS as ROUTER_POINTS
+from shard_stub.transactions.failpoints import POINTS as SHARD_POINTS
+from tests.conftest import NO_BALANCER
 from tests.integration.harness import (
     Cluster,
     Proc,
@@ -158,14 +177,16 @@ class Load:
         await eventually(enough, timeout=timeout, interval=0.1, what=f"progress after {what}")
 
 
-async def make_bank(c: Cluster) -> Proc:
+async def make_bank(c: Cluster, router_args: list[str] | None = None) -> Proc:
+    """The accounts, then a second router (with ``router_args``)."""
     await shard_collection(c.config_stub(), DB, COLL, ["_id"], "hashed")
     await insert_many(
         c.router_stub(), DB, COLL, [{"_id": i, "balance": START} for i in range(ACCOUNTS)]
     )
-    for index in range(len(c.shards)):
-        assert await c.shard_count(index, DB, COLL, {}) > 0, f"shard{index} holds no account"
-    return await c.add_router()
+    for shard_id in c.shard_ids:
+        holder = await c.primary_of(shard_id) if c.replicas > 1 else c.members(shard_id)[0]
+        assert await c.member_ids(holder, DB, COLL), f"{shard_id} holds no account"
+    return await c.add_router(router_args or [])
 
 
 async def assert_settled(c: Cluster, bank: Bank) -> None:
@@ -240,3 +261,186 @@ async def test_bank_survives_kills(cluster: ClusterFactory) -> None:
     finally:
         await load.finish()
     await assert_settled(c, load.bank)
+
+
+# --- crash points ---------------------------------------------------------------------
+
+CRASHES = 3  # crashes of the armed process per test
+CRASH_PROBABILITY = 0.5  # not every transaction crashes it: crashed and live ones mix
+
+# What proves that a transaction the crash left in doubt was resolved by recovery: a
+# line of a shard's log naming it. A router that died mid-protocol never finishes its
+# transaction, so the coordinator shard's driver always does (presuming abort of an
+# undecided one, or pushing the decision), unless a participant that timed out asked
+# first (then the coordinator shard presumed abort at its request).
+RECOVERED_ABORT = re.compile(
+    r"recovered decision ABORTED|presumed aborted|no decision within its timeout|"
+    r"delivering ABORTED to"
+)
+RECOVERED_COMMIT = re.compile(r"recovered decision COMMITTED|delivering COMMITTED to")
+RECOVERED_ANY = re.compile(f"{RECOVERED_ABORT.pattern}|{RECOVERED_COMMIT.pattern}")
+ROUTER_EVIDENCE = {
+    "after-coordinate": RECOVERED_ABORT,  # recorded, never prepared: presumed abort
+    "after-first-prepare": RECOVERED_ABORT,
+    "after-prepares": RECOVERED_ABORT,
+    "after-decision": RECOVERED_ANY,  # the recorded decision (mostly COMMITTED) pushed
+    "after-first-commit": RECOVERED_COMMIT,
+}
+CRASHED_TXN = re.compile(r"crash point (\S+) reached \((\w+)\)")
+
+
+def _arm(proc: Proc, point: str) -> None:
+    proc.args += ["--test-txn-crash-at", f"{point}:{CRASH_PROBABILITY}"]
+
+
+def _disarm(proc: Proc) -> None:
+    i = proc.args.index("--test-txn-crash-at")
+    del proc.args[i : i + 2]
+
+
+async def crash_and_restart(victim: Proc, point: str) -> None:
+    """Restart ``victim`` each time it reaches its crash point until it crashed
+    ``CRASHES`` times (the last restart unarmed); the load keeps running throughout."""
+    crashes = 0
+
+    async def died() -> bool:
+        return not victim.alive
+
+    while True:
+        await eventually(died, timeout=60.0, interval=0.05, what=f"{victim.name} at {point}")
+        code = victim.returncode
+        assert code == CRASH_EXIT_CODE, f"{victim.name} exited with {code}\n{victim.log_tail()}"
+        crashes += 1
+        if crashes >= CRASHES:
+            _disarm(victim)
+        victim.restart()
+        try:
+            await victim.wait_healthy()
+        except AssertionError:
+            # armed, it may reach its point again before it is seen healthy
+            if victim.alive or victim.returncode != CRASH_EXIT_CODE:
+                raise
+            continue
+        if crashes >= CRASHES:
+            return
+
+
+def crashed_txns(proc: Proc, point: str, offset: int = 0) -> list[str]:
+    """The transactions ``proc`` was running when it reached ``point`` (its log from
+    ``offset``)."""
+    return [
+        m.group(2)
+        for m in CRASHED_TXN.finditer(proc.log_text(offset))
+        if m.group(1) == point
+    ]
+
+
+async def assert_resolved_by_recovery(
+    c: Cluster, txn_ids: list[str], pattern: re.Pattern[str]
+) -> None:
+    """Every one of ``txn_ids`` has a recovery line (``pattern``) in a shard's log."""
+
+    async def resolved() -> bool:
+        lines = [
+            line
+            for p in c.shard_procs
+            for line in p.log_text().splitlines()
+            if pattern.search(line)
+        ]
+        missing = [t for t in txn_ids if not any(t in line for line in lines)]
+        assert not missing, f"no recovery line for {missing}"
+        return True
+
+    await eventually(resolved, timeout=30.0, interval=0.2, what="recovery of the crashed")
+
+
+async def run_crash_point(c: Cluster, victim: Proc, routers: list[Proc], point: str,
+                          seed: int) -> list[str]:
+    """Transfers and reads while ``victim`` crashes ``CRASHES`` times at ``point``;
+    everything settled afterwards. The ids of the transactions it crashed in."""
+    offset = victim.log_size()
+    load = Load(c, routers, seed=seed)
+    load.start()
+    try:
+        await load.progress(5, "start")
+        await crash_and_restart(victim, point)
+        await load.progress(PROGRESS, f"{CRASHES} crashes at {point}")
+    finally:
+        await load.finish()
+    await assert_settled(c, load.bank)
+    txn_ids = crashed_txns(victim, point, offset)
+    assert len(txn_ids) >= CRASHES, txn_ids
+    return txn_ids
+
+
+# One bank for every crash point (a cluster per point would double the time): each
+# test arms its victim, and leaves it unarmed, the money all there and nothing locked.
+on_bank_loop = pytest.mark.asyncio(loop_scope="session")
+
+
+@dataclass
+class CrashBank:
+    cluster: Cluster
+    second: Proc  # an unarmed router besides ``cluster.router``
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def crash_bank(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[CrashBank]:
+    c = Cluster(tmp_path_factory.mktemp("txn-crash-bank"), shards=3,
+                extra_config_args=NO_BALANCER)
+    try:
+        await c.start()
+        second = await make_bank(c)
+        yield CrashBank(c, second)
+    finally:
+        await c.stop()
+
+
+@on_bank_loop
+@pytest.mark.parametrize("point", ROUTER_POINTS)
+async def test_bank_router_crash_points(crash_bank: CrashBank, point: str) -> None:
+    """A router dies at ``point`` of the protocol (repeatedly); the other goes on. Every
+    transaction it died in is resolved by the shards' recovery."""
+    c = crash_bank.cluster
+    crasher = await c.add_router(["--test-txn-crash-at", f"{point}:{CRASH_PROBABILITY}"])
+    txn_ids = await run_crash_point(
+        c, crasher, [c.router, crasher], point, seed=ROUTER_POINTS.index(point)
+    )
+    await assert_resolved_by_recovery(c, txn_ids, ROUTER_EVIDENCE[point])
+    crasher.terminate()
+
+
+@on_bank_loop
+@pytest.mark.parametrize("point", SHARD_POINTS)
+async def test_bank_shard_crash_points(crash_bank: CrashBank, point: str) -> None:
+    """A shard dies at ``point`` (repeatedly): as a participant, and as the coordinator
+    shard of the transactions whose first operation it holds. What it made durable
+    before dying stands after its restart."""
+    c = crash_bank.cluster
+    victim = c.shards[1]
+    offset = victim.log_size()
+    victim.terminate()
+    _arm(victim, point)
+    await c.restart(victim)
+    txn_ids = await run_crash_point(
+        c, victim, [c.router, crash_bank.second], point, seed=10 + SHARD_POINTS.index(point)
+    )
+    stub = transaction_pb2_grpc.TransactionServiceStub(c.channel(victim.address))
+    if point == "after-prepare-record":
+        # the prepared record was durable: reloaded (its documents locked) at restart
+        assert "prepared transactions reloaded" in victim.log_text(offset)
+    elif point == "after-commit-apply":
+        # the applied commit was durable: a resent Commit is answered from it
+        for txn_id in txn_ids:
+            resp = await stub.Commit(transaction_pb2.CommitRequest(txn_id=txn_id),
+                                     timeout=CALL_TIMEOUT)
+            assert resp.success, (txn_id, resp)
+    else:
+        # the recorded decision was durable: the coordinator record still has it
+        for txn_id in txn_ids:
+            state = await stub.QueryTransactionState(
+                transaction_pb2.RecoveryRequest(txn_id=txn_id), timeout=CALL_TIMEOUT
+            )
+            assert state.state in (transaction_pb2.COMMITTED, transaction_pb2.ABORTED), (
+                txn_id, state,
+            )

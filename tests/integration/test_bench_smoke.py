@@ -87,3 +87,45 @@ def test_bench_replication_tiny(tmp_path: Path) -> None:
     assert result["lag"]["writes"] > 0 and result["lag"]["errors"] == 0
     for w in ("w1", "majority"):
         assert result["throughput"][w]["ops"] > 0 and result["throughput"][w]["errors"] == 0
+
+
+def test_bench_transactions_tiny(tmp_path: Path) -> None:
+    """``python -m bench transactions`` (issue 10) at tiny scale: one client, so no two
+    transactions ever conflict (a conflict would count as an error)."""
+    out = tmp_path / "transactions.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "transactions", "--quick", "--docs", "300",
+         "--seconds", "0.3", "--warmup", "0.1", "--rounds", "1", "--concurrency", "1",
+         "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "transfers on 1 / 2 / 3 shards" in proc.stdout
+    result = json.loads(out.read_text())["results"]["transactions"]
+    assert result["accounts"] == 300
+    assert set(result["concurrency"]) == {"1"}
+    kinds = result["concurrency"]["1"]
+    assert set(kinds) == {"1 shard", "2 shards", "3 shards"}
+    for kind, figures in kinds.items():
+        assert set(FIGURES) <= set(figures), kind
+        assert figures["errors"] == 0, (kind, figures.get("first_error"))
+        assert figures["ops"] > 0, kind
+
+
+def test_bench_config_refresh_tiny(tmp_path: Path) -> None:
+    """``python -m bench config`` (issue 11) with small maps: full and incremental
+    refresh figures for each metadata store, side by side."""
+    out = tmp_path / "config.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "config", "--quick", "--chunks", "10,600",
+         "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "sqlite full ms" in proc.stdout and "etcd full ms" in proc.stdout
+    result = json.loads(out.read_text())["results"]["config"]
+    for backend in ("sqlite", "etcd"):
+        for size in ("10", "600"):
+            figures = result[backend][size]
+            assert figures["chunks"] == int(size), (backend, figures)
+            assert figures["full_ms"] > 0 and figures["incremental_ms"] > 0, (backend, figures)

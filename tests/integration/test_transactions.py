@@ -151,6 +151,24 @@ async def test_multi_shard_commit_ranged_and_unsharded(
     await no_locks(coll, [50, 150, 250])
 
 
+async def test_one_shard_transactions_right_after_placement_and_load(
+    session_cluster: Cluster, client: AsyncClient, db: str
+) -> None:
+    """Chunks just migrated, documents just inserted through the router: a one-shard
+    transaction on each document at once finds it on its owner (a reported flake: an
+    update on the recipient of a fresh migration matching nothing)."""
+    coll = await ranged(session_cluster, client, db)
+
+    async def bump(k: int) -> None:
+        async with client.transaction() as tx:
+            tx.update_one(coll, {"k": k}, {"$inc": {"n": 1}}, expect_matched=1)
+        assert tx.result is not None and tx.result.participants == 1, k
+        assert tx.result[0].matched_count == 1, k
+
+    await asyncio.gather(*(bump(k) for k in range(0, 300, 10)))
+    assert {d["k"]: d["n"] async for d in coll.find({})} == {k: 1 for k in range(0, 300, 10)}
+
+
 async def test_sync_client_transaction(session_cluster: Cluster) -> None:
     await asyncio.to_thread(_sync_client_transaction, session_cluster.router_address)
 
