@@ -41,6 +41,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,11 @@ def plan_cluster(
     )
 
 
+# A dead redundant member is restarted at most MAX_RESTARTS times per window.
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 60.0
+
+
 class Child:
     """A started child process."""
 
@@ -254,6 +260,7 @@ class Death:
     name: str
     address: str
     code: int | None
+    child: Child | None = None  # None: the local etcd
 
 
 def say(line: str) -> None:
@@ -368,7 +375,7 @@ class Launcher:
     async def first_death(self) -> Death:
         """The first child to exit (children are expected to run until stopped)."""
         waits: dict[asyncio.Future[Any], Death] = {
-            asyncio.ensure_future(c.proc.wait()): Death(c.spec.name, c.spec.address, None)
+            asyncio.ensure_future(c.proc.wait()): Death(c.spec.name, c.spec.address, None, c)
             for c in self.children
         }
         etcd = self.etcd
@@ -384,7 +391,22 @@ class Launcher:
         finished = next(iter(done))
         code = finished.result() if not finished.cancelled() else None
         death = waits[finished]
-        return Death(death.name, death.address, code)
+        return Death(death.name, death.address, code, death.child)
+
+    def redundant(self, child: Child) -> bool:
+        """A member the cluster keeps serving without: one of several config servers
+        (sharing etcd) or a member of a replica-set shard."""
+        if child in self.config:
+            return len(self.config) > 1
+        return child in self.shards and len(child.spec.members) > 1
+
+    async def restart(self, child: Child) -> None:
+        """Start a dead member again on its port and data dir; wait until healthy."""
+        group = self.config if child in self.config else self.shards
+        fresh = await spawn(child.spec, self.log_level)
+        group[group.index(child)] = fresh
+        await wait_healthy(fresh, self.start_timeout, self.plan.tls)
+        announce(fresh)
 
     async def stop(self) -> None:
         """Router, then shards (together), then the config servers, then etcd."""
@@ -430,18 +452,32 @@ async def supervise(
         say(f"start-up failed: {exc}; stopping the rest")
         return 1
     print(f"cluster ready: router at {plan.router.address}", flush=True)
-    death = asyncio.ensure_future(launcher.first_death())
-    await asyncio.wait({death, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-    if death.done():
+    restarts: dict[str, list[float]] = {}
+    while True:
+        death = asyncio.ensure_future(launcher.first_death())
+        await asyncio.wait({death, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if not death.done():
+            death.cancel()
+            say("stopping")
+            return 0
         dead = death.result()
-        say(
-            f"{dead.name} at {dead.address} exited unexpectedly "
-            f"with code {dead.code}; stopping the rest"
-        )
-        return 1
-    death.cancel()
-    say("stopping")
-    return 0
+        child = dead.child
+        now = time.monotonic()
+        recent = [t for t in restarts.get(dead.name, []) if now - t < RESTART_WINDOW_S]
+        if child is None or not launcher.redundant(child) or len(recent) >= MAX_RESTARTS:
+            say(
+                f"{dead.name} at {dead.address} exited unexpectedly "
+                f"with code {dead.code}; stopping the rest"
+            )
+            return 1
+        # The others keep serving (that is what several members are for): bring it back.
+        say(f"{dead.name} at {dead.address} exited with code {dead.code}; restarting it")
+        restarts[dead.name] = [*recent, now]
+        try:
+            await launcher.restart(child)
+        except LaunchError as exc:
+            say(f"restarting {dead.name} failed: {exc}; stopping the rest")
+            return 1
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -260,7 +260,8 @@ async def test_up_with_three_config_servers_on_etcd(
     tmp_path: Path, launches: list[LauncherRun], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``up --config-replicas 3 --store etcd``: a local etcd and three config servers;
-    the status names the leader; everything (etcd too) stops on SIGTERM."""
+    the status names the leader; a killed config server is restarted while the others
+    serve; everything (etcd too) stops on SIGTERM."""
     base = free_port_block(8)
     args = ["--shards", "1", "--port", str(base), "--data-dir", str(tmp_path / "data"),
             "--config-replicas", "3", "--store", "etcd"]
@@ -283,10 +284,28 @@ async def test_up_with_three_config_servers_on_etcd(
         found = re.search(r"leader config server: (\S+)", out)
         return found[1] if found and found[1] in configs else ""
 
-    await eventually(leader_named, timeout=30, what="the leader in lauradb status")
+    leader = await eventually(leader_named, timeout=30, what="the leader in lauradb status")
     assert (tmp_path / "data" / "etcd").is_dir()
+
+    # kill -9 the leader: the launcher restarts it (no stop of the rest), the others
+    # keep serving and one of them (or the restarted one) leads
+    name = {f"127.0.0.1:{base + 2 + i}": n for i, n in enumerate(("config", "config1", "config2"))}
+    victim = name[leader]
+    os.kill(children[victim], signal.SIGKILL)
+
+    async def restarted() -> bool:
+        assert run.popen.poll() is None, f"launcher exited:\n{run.output()}"
+        return "restarting it" in run.output() and run.children()[victim] != children[victim]
+
+    await eventually(restarted, timeout=60, what=f"{victim} restarted by the launcher")
+    async with aio.insecure_channel(router_address) as channel:
+        router = routing_pb2_grpc.RouterServiceStub(channel)
+        more = [{"_id": i} for i in range(20, 30)]
+        assert await insert_many(router, "launchha", "c", more) == 10
+        assert await count(router, "launchha", "c") == 30
+    await eventually(leader_named, timeout=30, what="a leader after the kill")
     assert run.stop() == 0, run.output()
-    assert all(pid_gone(pid) for pid in children.values()), children
+    assert all(pid_gone(pid) for pid in run.children().values()), run.output()
 
 
 def test_children_do_not_inherit_lauradb_settings() -> None:
