@@ -544,14 +544,29 @@ class Participant:
     async def commit(
         self, req: transaction_pb2.CommitRequest, remaining: float | None = None
     ) -> transaction_pb2.CommitResponse:
+        resp = transaction_pb2.CommitResponse(txn_id=req.txn_id, participant_id=self.shard_id)
+        await self._finish(req.txn_id, "Commit", self._commit_locked, resp, remaining)
+        if resp.success:
+            CRASH.hit("after-commit-apply", req.txn_id)
+        return resp
+
+    async def _finish(
+        self,
+        txn_id: str,
+        what: str,
+        apply: Callable[[str], Awaitable[int]],
+        resp: transaction_pb2.CommitResponse | transaction_pb2.AbortResponse,
+        remaining: float | None,
+    ) -> None:
+        """Commit or Abort: ``apply`` the decision (serialized per transaction), wait
+        until it is durable, and fill ``resp`` (success, or the error). A lost primacy
+        is raised (the caller retries on the new primary)."""
         self._require_primary()
-        txn_id = req.txn_id
         if not txn_id:
-            raise LauraError(ErrorCode.BAD_VALUE, "Commit needs a txn_id")
-        resp = transaction_pb2.CommitResponse(txn_id=txn_id, participant_id=self.shard_id)
+            raise LauraError(ErrorCode.BAD_VALUE, f"{what} needs a txn_id")
         async with self._serialized(txn_id):
             try:
-                op_id = await self._commit_locked(txn_id)
+                op_id = await apply(txn_id)
                 await self._durable(op_id, None, remaining)
             except LauraError as err:
                 if err.code in (ErrorCode.NOT_WRITABLE_PRIMARY,
@@ -560,10 +575,8 @@ class Participant:
                 resp.success = False
                 resp.error = err.message
                 resp.error_info.CopyFrom(to_proto(err))
-                return resp
-        CRASH.hit("after-commit-apply", txn_id)
+                return
         resp.success = True
-        return resp
 
     async def _commit_locked(self, txn_id: str) -> int:
         def run() -> int:
@@ -602,24 +615,12 @@ class Participant:
     async def abort(
         self, req: transaction_pb2.AbortRequest, remaining: float | None = None
     ) -> transaction_pb2.AbortResponse:
-        self._require_primary()
-        txn_id = req.txn_id
-        if not txn_id:
-            raise LauraError(ErrorCode.BAD_VALUE, "Abort needs a txn_id")
-        resp = transaction_pb2.AbortResponse(txn_id=txn_id, participant_id=self.shard_id)
-        async with self._serialized(txn_id):
-            try:
-                op_id = await self._abort_locked(txn_id, req.reason or "aborted")
-                await self._durable(op_id, None, remaining)
-            except LauraError as err:
-                if err.code in (ErrorCode.NOT_WRITABLE_PRIMARY,
-                                ErrorCode.INTERRUPTED_DUE_TO_REPL_STATE_CHANGE):
-                    raise
-                resp.success = False
-                resp.error = err.message
-                resp.error_info.CopyFrom(to_proto(err))
-                return resp
-        resp.success = True
+        resp = transaction_pb2.AbortResponse(txn_id=req.txn_id, participant_id=self.shard_id)
+        reason = req.reason or "aborted"
+        await self._finish(
+            req.txn_id, "Abort", lambda txn_id: self._abort_locked(txn_id, reason), resp,
+            remaining,
+        )
         return resp
 
     async def _abort_locked(self, txn_id: str, reason: str) -> int:
