@@ -360,15 +360,29 @@ async def _broadcast(
     table: RoutingTable,
     targets_of: Callable[[RoutingTable], list[str]],
     send: Callable[[RoutingTable, str], Awaitable[T]],
+    first: list[str] | None = None,
 ) -> list[T]:
     """Send to every targeted shard concurrently; shards answering STALE_CONFIG are
-    retried after a refresh (shards that already succeeded are not asked again)."""
+    retried after a refresh (shards that already succeeded are not asked again).
+    ``first``: the shards of the first attempt, when the caller has just targeted
+    ``table`` (not targeted again)."""
     done: set[str] = set()
     results: list[T] = []
     attempt = 0
     while True:
-        shards = [s for s in targets_of(table) if s not in done]
-        answers = await asyncio.gather(*(send(table, s) for s in shards), return_exceptions=True)
+        if first is not None:
+            shards, first = first, None
+        else:
+            shards = [s for s in targets_of(table) if s not in done]
+        answers: list[T | BaseException]
+        if len(shards) == 1:
+            # One shard (a targeted write): awaited here, no task and no gather.
+            try:
+                answers = [await send(table, shards[0])]
+            except LauraError as err:
+                answers = [err]
+        else:
+            answers = await asyncio.gather(*(send(table, s) for s in shards), return_exceptions=True)
         stale: LauraError | None = None
         failure: BaseException | None = None
         for s, a in zip(shards, answers, strict=True):
@@ -576,7 +590,9 @@ async def _targeted_write(
         def targets_of(t: RoutingTable) -> list[str]:
             return target_filter(t, spec.filter).shards
 
-        answers = await _broadcast(ctx, database, collection, table, targets_of, send)
+        answers = await _broadcast(
+            ctx, database, collection, table, targets_of, send, targets.shards
+        )
         return finish(answers)
     spec.validate()
     return finish(await _two_phase(ctx, database, collection, table, spec, send, retry))
