@@ -58,6 +58,7 @@ __all__ = [
     "read_preference",
     "set_read_options",
     "stale_backoff",
+    "translate_shard_error",
 ]
 
 T = TypeVar("T")
@@ -309,26 +310,7 @@ class ShardClient:
         await self.replsets.close()
 
     def _translate(self, exc: grpc.RpcError, shard_id: str, address: str) -> LauraError:
-        status = exc.code() if hasattr(exc, "code") else None  # type: ignore[attr-defined]
-        if not has_error_trailer(exc) and status in (
-            grpc.StatusCode.UNAVAILABLE,
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            grpc.StatusCode.CANCELLED,
-        ):
-            what = (
-                f"did not answer within {self.timeout:g}s"
-                if status == grpc.StatusCode.DEADLINE_EXCEEDED
-                else "is unreachable"
-            )
-            return LauraError(
-                ErrorCode.SHARD_UNAVAILABLE,
-                f"shard {shard_id} at {address} {what}",
-                {"shard": shard_id, "address": address},
-            )
-        err = from_rpc_error(exc, target=f"shard {shard_id}")
-        if not err.details.get("shard"):
-            err.details = {**err.details, "shard": shard_id}
-        return err
+        return translate_shard_error(exc, shard_id, address, self.timeout)
 
     # ------------------------------------------------------------------ shard cursors
 
@@ -416,3 +398,31 @@ def _may_resend(method: str, request: Any, err: LauraError) -> bool:
     if method in _READ_ONLY_METHODS:
         return True
     return bool(getattr(request, "retry_id", ""))  # a retryable write: recorded outcome
+
+
+def translate_shard_error(
+    exc: grpc.RpcError, shard_id: str, address: str, timeout: float
+) -> LauraError:
+    """A failed shard call as a LauraError: a transport failure (no Error trailer)
+    becomes SHARD_UNAVAILABLE naming the shard and address; otherwise the shard's own
+    error, with the shard in its details."""
+    status = exc.code() if hasattr(exc, "code") else None  # type: ignore[attr-defined]
+    if not has_error_trailer(exc) and status in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+    ):
+        what = (
+            f"did not answer within {timeout:.3g}s"
+            if status == grpc.StatusCode.DEADLINE_EXCEEDED
+            else "is unreachable"
+        )
+        return LauraError(
+            ErrorCode.SHARD_UNAVAILABLE,
+            f"shard {shard_id} at {address} {what}",
+            {"shard": shard_id, "address": address},
+        )
+    err = from_rpc_error(exc, target=f"shard {shard_id}")
+    if not err.details.get("shard"):
+        err.details = {**err.details, "shard": shard_id}
+    return err

@@ -19,10 +19,9 @@ import grpc
 from lauradb.cluster import transaction_pb2_grpc
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.replset import is_failover_error
-from lauradb.rpc.errors import from_proto, from_rpc_error
-from router.config_client import has_error_trailer
+from lauradb.rpc.errors import from_proto
 from router.routing_table import RoutingTable
-from router.shard_client import ShardClient
+from router.shard_client import ShardClient, translate_shard_error
 
 __all__ = ["MIN_CALL_S", "TxnCaller", "call_error"]
 
@@ -119,32 +118,7 @@ class TxnCaller:
         try:
             return await fn(request, timeout=timeout)
         except grpc.RpcError as exc:
-            raise self._translate(exc, shard_id, address, timeout) from None
-
-    @staticmethod
-    def _translate(
-        exc: grpc.RpcError, shard_id: str, address: str, timeout: float
-    ) -> LauraError:
-        status = exc.code() if hasattr(exc, "code") else None  # type: ignore[attr-defined]
-        if not has_error_trailer(exc) and status in (
-            grpc.StatusCode.UNAVAILABLE,
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            grpc.StatusCode.CANCELLED,
-        ):
-            what = (
-                f"did not answer within {timeout:.3g}s"
-                if status == grpc.StatusCode.DEADLINE_EXCEEDED
-                else "is unreachable"
-            )
-            return LauraError(
-                ErrorCode.SHARD_UNAVAILABLE,
-                f"shard {shard_id} at {address} {what}",
-                {"shard": shard_id, "address": address},
-            )
-        err = from_rpc_error(exc, target=f"shard {shard_id}")
-        if not err.details.get("shard"):
-            err.details = {**err.details, "shard": shard_id}
-        return err
+            raise translate_shard_error(exc, shard_id, address, timeout) from None
 
     async def each(
         self,
