@@ -30,9 +30,7 @@ from lauradb.client._transport import (
 from lauradb.client.bulk import WriteOp, bulk_write
 from lauradb.client.concern import (
     Concerns,
-    ReadConcern,
-    ReadPreference,
-    WriteConcern,
+    HasConcerns,
     apply_concerns,
 )
 from lauradb.client.cursor import AsyncCursor, CursorCore, FindSpec, aggregate_call, find_call
@@ -361,7 +359,7 @@ class AsyncDatabase:
         return f"AsyncDatabase({self._client!r}, {self._name!r})"
 
 
-class AsyncCollection:
+class AsyncCollection(HasConcerns):
     def __init__(self, database: AsyncDatabase, name: str) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
@@ -415,18 +413,6 @@ class AsyncCollection:
         if not self._concerns.default:
             program = apply_concerns(program, self._concerns)
         return await self._database.client._run(program)
-
-    @property
-    def write_concern(self) -> WriteConcern | None:
-        return self._concerns.write_concern
-
-    @property
-    def read_preference(self) -> ReadPreference:
-        return self._concerns.read_preference or ReadPreference.PRIMARY
-
-    @property
-    def read_concern(self) -> ReadConcern | None:
-        return self._concerns.read_concern
 
     def with_options(
         self, *, write_concern: Any = None, read_preference: Any = None,

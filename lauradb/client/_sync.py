@@ -18,9 +18,7 @@ from lauradb.client._transport import SyncTransport
 from lauradb.client.bulk import WriteOp, bulk_write
 from lauradb.client.concern import (
     Concerns,
-    ReadConcern,
-    ReadPreference,
-    WriteConcern,
+    HasConcerns,
     apply_concerns,
 )
 from lauradb.client.cursor import Cursor, CursorCore, FindSpec, aggregate_call, find_call
@@ -243,7 +241,7 @@ class Database:
         return f"Database({self._client!r}, {self._name!r})"
 
 
-class Collection:
+class Collection(HasConcerns):
     """A collection: pymongo's CRUD, indexes, aggregation and bulk writes."""
 
     def __init__(self, database: Database, name: str) -> None:
@@ -299,18 +297,6 @@ class Collection:
         if not self._concerns.default:
             program = apply_concerns(program, self._concerns)
         return self._database.client._run(program)
-
-    @property
-    def write_concern(self) -> WriteConcern | None:
-        return self._concerns.write_concern
-
-    @property
-    def read_preference(self) -> ReadPreference:
-        return self._concerns.read_preference or ReadPreference.PRIMARY
-
-    @property
-    def read_concern(self) -> ReadConcern | None:
-        return self._concerns.read_concern
 
     def with_options(
         self, *, write_concern: Any = None, read_preference: Any = None,

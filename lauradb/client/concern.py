@@ -26,6 +26,7 @@ from lauradb.replset.monitor import mode_name, parse_mode
 
 __all__ = [
     "Concerns",
+    "HasConcerns",
     "ReadConcern",
     "ReadPreference",
     "WriteConcern",
@@ -202,6 +203,25 @@ def _has(request: Any, field: str) -> bool:
 
 
 Program = Generator[Any, Any, Any]
+
+
+class HasConcerns:
+    """The concern properties of a collection (sync and async): what its ``_concerns``
+    say, with pymongo's defaults."""
+
+    _concerns: Concerns
+
+    @property
+    def write_concern(self) -> WriteConcern | None:
+        return self._concerns.write_concern
+
+    @property
+    def read_preference(self) -> ReadPreference:
+        return self._concerns.read_preference or ReadPreference.PRIMARY
+
+    @property
+    def read_concern(self) -> ReadConcern | None:
+        return self._concerns.read_concern
 
 
 def apply_concerns(program: Program, concerns: Concerns) -> Program:
