@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
+
+from lauradb.fast_metrics import FastCounter, FastHistogram
 
 __all__ = [
     "CACHE_HITS",
@@ -23,26 +25,26 @@ __all__ = [
     "record_targeting",
 ]
 
-TARGETED = Counter(
+TARGETED = FastCounter(
     "lauradb_router_targeted",
     "Operations sent to exactly one shard, by operation",
     ["operation"],
 )
-SCATTER = Counter(
+SCATTER = FastCounter(
     "lauradb_router_scatter",
     "Operations sent to more than one shard (scatter-gather), by operation",
     ["operation"],
 )
-SHARDS_PER_REQUEST = Histogram(
+SHARDS_PER_REQUEST = FastHistogram(
     "lauradb_router_shards_per_request",
     "Number of shards an operation was sent to, by operation",
     ["operation"],
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
 )
-CACHE_HITS = Counter(
+CACHE_HITS = FastCounter(
     "lauradb_router_shard_map_cache_hits", "Shard-map lookups answered from the cache"
 )
-CACHE_MISSES = Counter(
+CACHE_MISSES = FastCounter(
     "lauradb_router_shard_map_cache_misses",
     "Shard-map lookups that had to load the map from the config server",
 )

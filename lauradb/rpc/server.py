@@ -24,17 +24,19 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
-from grpc_reflection.v1alpha import reflection
-from prometheus_client import Counter, Histogram, start_http_server
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from prometheus_client import Counter, start_http_server
 
 from lauradb.errors import ErrorCode, LauraError
+from lauradb.fast_metrics import FastHistogram
 from lauradb.rpc.channels import (
     MAX_MESSAGE_BYTES,
     TlsSettings,
@@ -56,7 +58,7 @@ log = logging.getLogger("lauradb.rpc")
 # ("" and per service): Kubernetes liveness probes ask for it, readiness asks for "".
 LIVENESS_SERVICE = "liveness"
 
-RPC_LATENCY = Histogram(
+RPC_LATENCY = FastHistogram(
     "lauradb_rpc_latency_seconds",
     "Server-side latency of RPCs",
     ["method"],
@@ -111,6 +113,38 @@ def rpc_method(fn: Handler) -> Handler:
             reset_request_id(token)
 
     return wrapper
+
+
+class GenericOnly:
+    """What generated registration code (``add_*Servicer_to_server``) is given instead
+    of the server: every service is served through generic handlers only.
+
+    Generated code registers each method twice, as a generic handler and as a
+    "registered method". grpc.aio's server then keeps one pending request-call future
+    per registered method and waits on all of them with ``asyncio.wait`` for every call
+    it accepts: the cost of each call grows with the number of methods served (the
+    router serves ~50). Generic handlers cost one future and one dict lookup, whatever
+    the count.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self._pending: list[grpc.GenericRpcHandler] = []
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._pending.extend(handlers)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        pass  # generated code added the generic handler of these very methods too
+
+    def register(self, add: Callable[[Any, Any], None], servicer: Any) -> None:
+        """``add(servicer, self)``: a generated ``add_*Servicer_to_server``."""
+        add(servicer, self)
+        if self._pending:
+            self._server.add_generic_rpc_handlers(tuple(self._pending))
+            self._pending.clear()
 
 
 class CertificateReloader:
@@ -189,21 +223,26 @@ class RpcServer:
         self.health_port = health_port if health_port is not None else _process_health_port
         self.server = aio.server(options=SERVER_OPTIONS)
         self.health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        GenericOnly(self.server).register(health_pb2_grpc.add_HealthServicer_to_server, self.health)
         # The health-only listener: a server of its own (a grpc server's services are on
         # all of its ports) sharing the health servicer, hence its state.
         self.health_server: aio.Server | None = None
         if self.health_port is not None:
             self.health_server = aio.server(options=SERVER_OPTIONS)
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            GenericOnly(self.health_server).register(
+                health_pb2_grpc.add_HealthServicer_to_server, self.health
+            )
         self._service_names: list[str] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._stopping = asyncio.Event()
         self.bound_port = 0
         self.bound_health_port = 0
 
-    def add_service(self, register: Callable[[Any, aio.Server], None], servicer: Any, full_name: str) -> None:
-        register(servicer, self.server)
+    def add_service(
+        self, register: Callable[[Any, aio.Server], None], servicer: Any, full_name: str
+    ) -> None:
+        """Register a generated servicer (generic handlers only: ``GenericOnly``)."""
+        GenericOnly(self.server).register(register, servicer)
         self._service_names.append(full_name)
 
     def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
@@ -222,7 +261,10 @@ class RpcServer:
     async def start(self) -> int:
         names = [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, self.server)
+        GenericOnly(self.server).register(
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+            reflection_aio.ReflectionServicer(names),
+        )
         address = f"{self.host}:{self.port}"
         try:
             if self.tls is not None and self.tls.cert:
