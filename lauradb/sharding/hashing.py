@@ -15,6 +15,7 @@ in shard key fields; ``shard_key.ShardKeyPattern`` rejects them before hashing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -23,10 +24,15 @@ from lauradb.bsonkit.keys import encode_value
 __all__ = ["hash_encoded", "hash_value"]
 
 
+try:  # CPython's own MD5 (no OpenSSL EVP lookup per call: ~2x faster on 8 bytes)
+    from _md5 import md5 as _md5
+except ImportError:  # pragma: no cover - a build without it
+    _md5 = functools.partial(hashlib.md5, usedforsecurity=False)
+
+
 def hash_encoded(encoded: bytes) -> int:
     """The signed 64-bit hash of an already encoded value."""
-    digest = hashlib.md5(encoded, usedforsecurity=False).digest()
-    return int.from_bytes(digest[:8], "little", signed=True)
+    return int.from_bytes(_md5(encoded).digest()[:8], "little", signed=True)
 
 
 def hash_value(v: Any) -> int:
