@@ -20,6 +20,8 @@ from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import compile_filter
 from lauradb.query.projection import compile_projection
 from lauradb.query.sort import compile_sort, validate_sort
+from lauradb.rpc.request_context import current_request_id
+from lauradb.sharding.targeting import point_key
 from router import metrics
 from router.context import RouterContext
 from router.cursors import DEFAULT_FIRST_BATCH, MergeSource
@@ -114,16 +116,87 @@ def _router_projection(spec: Mapping[str, Any]) -> Callable[[bytes], bytes]:
     return transform
 
 
+def _point_read_shard(ctx: RouterContext, req: routing_pb2.QueryRequest) -> tuple[RoutingTable, str] | None:
+    """``(table, shard)`` when ``req`` is a plain point read — ``{key: value}`` on a
+    cached sharded collection's one-field shard key, no option but limit/batch size,
+    a standalone shard — else None (the general path)."""
+    if (
+        req.shard_key or req.projection or req.sort or req.skip or req.limit < 0
+        or req.batch_size < 0 or req.HasField("read_preference") or req.HasField("read_concern")
+    ):  # fmt: skip
+        return None
+    table = ctx.cache.cached(req.database, req.collection)
+    if table is None or table.pattern is None or table.chunk_map is None:
+        return None
+    key = point_key(table.pattern, decode_field(req.query, "query filter"))
+    if key is None:
+        return None
+    shard = table.chunk_map.locate(key)[1]
+    return (table, shard) if ctx.shards.standalone(shard) else None
+
+
+async def _point_read(
+    ctx: RouterContext, req: routing_pb2.QueryRequest, table: RoutingTable, shard: str, start: float
+) -> routing_pb2.QueryResponse:
+    """The general path's one-shard find, for a plain point read, in fewer steps."""
+    client = ctx.shards
+    address = client.address_of(table, shard)
+    first = req.batch_size or DEFAULT_FIRST_BATCH
+    limit = req.limit
+    sreq = shard_pb2.ShardFindRequest(
+        request_id=req.request_id or current_request_id(),
+        database=req.database,
+        collection=req.collection,
+        filter=req.query,
+        batch_size=min(first, limit) if limit else first,
+        version=table.shard_version(shard),
+    )
+    if limit:
+        sreq.limit = limit
+    resp: shard_pb2.ShardCursorBatch = await client.call(shard, address, "Find", sreq)
+    _FIND_TARGETED.inc()
+    _FIND_SHARDS.observe(1)
+    docs = resp.documents
+    out = routing_pb2.QueryResponse(request_id=req.request_id, documents=docs)
+    if resp.cursor_id:
+        merged = MergedStream([ShardStream.of(shard, address, (), resp.cursor_id)], make_fetch(client))
+        out.cursor_id = ctx.cursors.register(
+            MergeSource(merged, client.kill_cursors), table.namespace, [shard]
+        )
+        out.more_available = True
+    stats = out.stats
+    stats.documents_examined = resp.documents_examined
+    stats.documents_returned = len(docs)
+    stats.execution_time_ms = int((time.perf_counter() - start) * 1000)
+    stats.shards_queried.append(shard)
+    return out
+
+
+_FIND_TARGETED = metrics.TARGETED.labels("find")
+_FIND_SHARDS = metrics.SHARDS_PER_REQUEST.labels("find")
+
+
 async def find(ctx: RouterContext, req: routing_pb2.QueryRequest) -> routing_pb2.QueryResponse:
     start = time.perf_counter()
     check_namespace(req.database, req.collection)
+    failed: LauraError | None = None
+    point = _point_read_shard(ctx, req)
+    if point is not None:
+        try:
+            return await _point_read(ctx, req, point[0], point[1], start)
+        except LauraError as err:
+            if not ctx.shards.retryable(err):
+                raise
+            failed = err  # the general path refreshes and retries
     if req.skip < 0:
         raise LauraError(ErrorCode.BAD_VALUE, "skip must be a non-negative number")
     if req.batch_size < 0:
         raise LauraError(ErrorCode.BAD_VALUE, "batch_size must be a non-negative number")
     first = req.batch_size or DEFAULT_FIRST_BATCH
     filter_doc = _Lazy(req.query, "query filter")
-    table = await ctx.table_or_none(req.database, req.collection)
+    table = ctx.cache.cached(req.database, req.collection) or await ctx.table_or_none(
+        req.database, req.collection
+    )
     if table is None:
         _validate_read(filter_doc(), decode_field(req.sort, "sort"), req.projection)
         return routing_pb2.QueryResponse(request_id=req.request_id, stats=_stats([], 0, 0, start))
@@ -135,7 +208,14 @@ async def find(ctx: RouterContext, req: routing_pb2.QueryRequest) -> routing_pb2
             return await _find_one_shard(ctx, req, table, targets.shards[0], first, start)
         return await _find_many(ctx, req, table, targets.shards, filter_doc(), first, start)
 
-    return await ctx.shards.with_stale_retry(req.database, req.collection, attempt, table)
+    if failed is None:
+        try:  # one attempt without the retry loop
+            return await attempt(table)
+        except LauraError as err:
+            if not ctx.shards.retryable(err):
+                raise
+            failed = err
+    return await ctx.shards.with_stale_retry(req.database, req.collection, attempt, table, failed)
 
 
 def _validate_read(filter_doc: Mapping[str, Any], sort_doc: Mapping[str, Any], projection: bytes) -> None:
@@ -163,17 +243,22 @@ async def _find_one_shard(
     single_batch = req.limit < 0
     batch_size = min(first, limit) if limit else first
     sreq = shard_pb2.ShardFindRequest(
-        request_id=req.request_id,
+        request_id=req.request_id or current_request_id(),
         database=req.database,
         collection=req.collection,
         filter=req.query,
-        projection=req.projection,
-        sort=req.sort,
-        limit=limit,
-        skip=req.skip,
         batch_size=batch_size,
         version=table.shard_version(shard),
     )
+    # Only what is set (a point read sets none of these: fewer fields to copy).
+    if req.projection:
+        sreq.projection = req.projection
+    if req.sort:
+        sreq.sort = req.sort
+    if limit:
+        sreq.limit = limit
+    if req.skip:
+        sreq.skip = req.skip
     if preference is not None or req.HasField("read_concern"):
         set_read_options(sreq, req, preference)
     resp: shard_pb2.ShardCursorBatch = await client.call(shard, address, "Find", sreq)

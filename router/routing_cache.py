@@ -12,8 +12,6 @@ import asyncio
 import functools
 import logging
 
-from cachetools import LRUCache
-
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.chunk_map import combined_version
 from router import metrics
@@ -30,6 +28,7 @@ __all__ = ["RoutingCache"]
 log = logging.getLogger("lauradb.router.cache")
 
 DEFAULT_MAX_NAMESPACES = 10_000
+_CACHE_HIT = metrics.CACHE_HITS.labels()
 
 
 class RoutingCache:
@@ -37,7 +36,10 @@ class RoutingCache:
 
     def __init__(self, config: ConfigClient, maxsize: int = DEFAULT_MAX_NAMESPACES) -> None:
         self.config = config
-        self._tables: LRUCache[str, RoutingTable] = LRUCache(maxsize=maxsize)
+        # A plain dict (a lookup is one C call, on every request); bounded by evicting the
+        # table loaded longest ago when full (a reload puts a table back at the end).
+        self._tables: dict[str, RoutingTable] = {}
+        self.maxsize = maxsize
         self._inflight: dict[str, asyncio.Task[RoutingTable]] = {}
         self.loads = 0  # full loads from the config server (observability/tests)
         self.refreshes = 0  # incremental refresh attempts
@@ -47,12 +49,19 @@ class RoutingCache:
     def peek(self, ns: str) -> RoutingTable | None:
         return self._tables.get(ns)
 
+    def cached(self, database: str, collection: str) -> RoutingTable | None:
+        """The cached table, without loading it (counted as a hit when there)."""
+        table = self._tables.get(f"{database}.{collection}")
+        if table is not None:
+            _CACHE_HIT.inc()
+        return table
+
     async def get(self, database: str, collection: str) -> RoutingTable:
         """The cached table (loading it on a miss). Unknown database -> NAMESPACE_NOT_FOUND."""
         ns = f"{database}.{collection}"
         table = self._tables.get(ns)
         if table is not None:
-            metrics.CACHE_HITS.inc()
+            _CACHE_HIT.inc()
             return table
         metrics.CACHE_MISSES.inc()
         return await self._single_flight(ns, database, collection, None)
@@ -131,8 +140,14 @@ class RoutingCache:
             if resp.HasField("error") and resp.error.code:
                 raise LauraError(ErrorCode(resp.error.code), resp.error.message)
             table = table_from_response(database, collection, resp)
-        self._tables[ns] = table
+        self._store(ns, table)
         return table
+
+    def _store(self, ns: str, table: RoutingTable) -> None:
+        self._tables.pop(ns, None)
+        while len(self._tables) >= self.maxsize:
+            del self._tables[next(iter(self._tables))]
+        self._tables[ns] = table
 
     async def _incremental(
         self, database: str, collection: str, base: RoutingTable

@@ -141,6 +141,10 @@ class ShardClient:
                 self.replsets.update(shard_id, shard_members)
             self.replsets.retain(members)
 
+    def standalone(self, shard_id: str) -> bool:
+        """Whether ``shard_id`` is a standalone shard (not a replica set)."""
+        return not (self._rs and shard_id in self._rs)
+
     def replset(self, shard_id: str) -> ReplicaSetMonitor | None:
         """The monitor of a replica-set shard (None: a standalone shard)."""
         return self._rs.get(shard_id) if self._rs else None
@@ -348,27 +352,39 @@ class ShardClient:
         collection: str,
         op: Callable[[RoutingTable], Awaitable[T]],
         table: RoutingTable | None = None,
+        failed: LauraError | None = None,
     ) -> T:
-        """Run ``op(table)``; on STALE_CONFIG refresh the namespace and retry."""
+        """Run ``op(table)``; on STALE_CONFIG refresh the namespace and retry.
+        ``failed``: the error of a first attempt the caller made itself (its hot path
+        runs ``op`` once without this loop, and comes here only when it failed with a
+        ``retryable`` error)."""
         if table is None:
             table = await self.cache.get(database, collection)
         attempt = 0
         failover_since = 0.0
         while True:
-            try:
-                return await op(table)
-            except LauraError as err:
-                if not is_stale(err):
-                    if self._rs and is_failover_error(err):
-                        failover_since = failover_since or time.monotonic()
-                        if await self.await_failover(err, failover_since):
-                            continue
-                    raise
-                if attempt >= MAX_STALE_RETRIES:
-                    raise
-                table = await self.cache.refresh(database, collection, table)
-                await asyncio.sleep(stale_backoff(attempt))
-                attempt += 1
+            if failed is None:
+                try:
+                    return await op(table)
+                except LauraError as exc:
+                    failed = exc
+            error, failed = failed, None
+            if not is_stale(error):
+                if self._rs and is_failover_error(error):
+                    failover_since = failover_since or time.monotonic()
+                    if await self.await_failover(error, failover_since):
+                        continue
+                raise error
+            if attempt >= MAX_STALE_RETRIES:
+                raise error
+            table = await self.cache.refresh(database, collection, table)
+            await asyncio.sleep(stale_backoff(attempt))
+            attempt += 1
+
+    def retryable(self, err: LauraError) -> bool:
+        """Whether ``with_stale_retry`` would retry after ``err`` (a stale version, or
+        a replica-set failover)."""
+        return is_stale(err) or bool(self._rs and is_failover_error(err))
 
 
 def _interrupted_write(resp: Any, request: Any) -> LauraError | None:

@@ -449,7 +449,9 @@ async def update(
     if req.upsert:
         table = await ctx.table_for_write(req.database, req.collection)
     else:
-        maybe = await ctx.table_or_none(req.database, req.collection)
+        maybe = ctx.cache.cached(req.database, req.collection) or await ctx.table_or_none(
+            req.database, req.collection
+        )
         if maybe is None:
             spec.validate()
             return routing_pb2.UpdateResponse(request_id=req.request_id)
@@ -464,11 +466,15 @@ async def update(
             collection=req.collection,
             filter=filter_bytes,
             update=req.update,
-            multi=req.multi,
-            upsert=req.upsert,
-            array_filters=req.array_filters,
             version=table.shard_version(shard),
         )
+        # Only what is set (a point update sets none of these: fewer fields to copy).
+        if req.multi:
+            sreq.multi = True
+        if req.upsert:
+            sreq.upsert = True
+        if req.array_filters:
+            sreq.array_filters.extend(req.array_filters)
         if retry is not None:
             sreq.retry_id = retry.retry_id
             sreq.retry_fingerprint = retry.fingerprint
@@ -512,7 +518,9 @@ async def delete(
     if req.multi:
         retry = None  # multi deletes are not retryable
     spec = _WriteSpec(req.query, None, ())
-    maybe = await ctx.table_or_none(req.database, req.collection)
+    maybe = ctx.cache.cached(req.database, req.collection) or await ctx.table_or_none(
+        req.database, req.collection
+    )
     if maybe is None:
         spec.validate()
         return routing_pb2.DeleteResponse(request_id=req.request_id)
@@ -590,9 +598,18 @@ async def _targeted_write(
         def targets_of(t: RoutingTable) -> list[str]:
             return target_filter(t, spec.filter).shards
 
-        answers = await _broadcast(
-            ctx, database, collection, table, targets_of, send, targets.shards
-        )
+        first: list[str] | None = targets.shards
+        if len(targets.shards) == 1:
+            # The hot path (a point write): one call, no retry loop unless stale.
+            try:
+                return finish([await send(table, targets.shards[0])])
+            except LauraError as err:
+                if not is_stale(err):
+                    raise
+            table = await ctx.cache.refresh(database, collection, table)
+            await asyncio.sleep(stale_backoff(0))
+            first = None
+        answers = await _broadcast(ctx, database, collection, table, targets_of, send, first)
         return finish(answers)
     spec.validate()
     return finish(await _two_phase(ctx, database, collection, table, spec, send, retry))

@@ -433,20 +433,27 @@ def _broadcast(chunk_map: ChunkMap) -> TargetResult:
     return TargetResult(chunk_map.shards(), None, False, None, True)
 
 
+def point_key(pattern: ShardKeyPattern, filter_spec: Mapping[str, Any]) -> bytes | None:
+    """The fast path of ``target``, for the commonest targeted query: the chunk-space
+    key of ``{key: <int|str|ObjectId>}`` on a one-field top-level shard key (the
+    general analysis gives the same point), else None."""
+    if len(filter_spec) == 1 and len(pattern.fields) == 1 and "." not in pattern.fields[0]:
+        value = filter_spec.get(pattern.fields[0], _MISSING)
+        if type(value) in _POINT_TYPES:
+            return pattern.key_for_doc(filter_spec)
+    return None
+
+
 def target(
     pattern: ShardKeyPattern, chunk_map: ChunkMap, filter_spec: Mapping[str, Any]
 ) -> TargetResult:
     """The shards whose chunks may hold documents matching ``filter_spec``."""
     if not isinstance(filter_spec, Mapping):
         raise LauraError(ErrorCode.BAD_VALUE, "the query filter must be a document")
-    if len(filter_spec) == 1 and len(pattern.fields) == 1 and "." not in pattern.fields[0]:
-        # Fast path, the commonest targeted query: ``{key: <int|str|ObjectId>}`` on a
-        # one-field top-level shard key (the general analysis gives the same point).
-        value = filter_spec.get(pattern.fields[0], _MISSING)
-        if type(value) in _POINT_TYPES:
-            key = pattern.key_for_doc(filter_spec)
-            index, shard = chunk_map.locate(key)
-            return TargetResult({shard}, None, True, key, False, chunk_map, index)
+    key = point_key(pattern, filter_spec)
+    if key is not None:
+        index, shard = chunk_map.locate(key)
+        return TargetResult({shard}, None, True, key, False, chunk_map, index)
     boxes = _Extractor(pattern.fields).boxes(filter_spec)
     points: set[bytes] = set()
     ranges: list[tuple[bytes, bytes]] = []
