@@ -21,7 +21,6 @@ from lauradb.query.filter import compile_filter
 from lauradb.query.projection import compile_projection
 from lauradb.query.sort import compile_sort, validate_sort
 from lauradb.rpc.request_context import current_request_id
-from lauradb.sharding.targeting import point_key
 from router import metrics
 from router.context import RouterContext
 from router.cursors import DEFAULT_FIRST_BATCH, MergeSource
@@ -126,12 +125,11 @@ def _point_read_shard(ctx: RouterContext, req: routing_pb2.QueryRequest) -> tupl
     ):  # fmt: skip
         return None
     table = ctx.cache.cached(req.database, req.collection)
-    if table is None or table.pattern is None or table.chunk_map is None:
+    if table is None or table.point_locate is None:
         return None
-    key = point_key(table.pattern, decode_field(req.query, "query filter"))
-    if key is None:
+    shard = table.point_locate(decode_field(req.query, "query filter"))
+    if shard is None:
         return None
-    shard = table.chunk_map.locate(key)[1]
     return (table, shard) if ctx.shards.standalone(shard) else None
 
 

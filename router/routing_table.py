@@ -13,6 +13,7 @@ from lauradb.cluster import common_pb2, routing_pb2, shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.chunk_map import Chunk, ChunkMap, combined_version
 from lauradb.sharding.shard_key import HASHED, RANGE, ShardKeyPattern
+from lauradb.sharding.targeting import PointLocator, point_locator
 
 __all__ = ["RoutingTable", "ShardAddress", "chunks_from_response", "table_from_response"]
 
@@ -49,10 +50,14 @@ class RoutingTable:
     chunk_map: ChunkMap | None = None
     _versions: dict[str, shard_pb2.ShardVersion] = dataclasses.field(default_factory=dict)
     _owners: tuple[str, ...] = ()
+    # The shard of a point filter on a one-field key (None: another kind of key).
+    point_locate: PointLocator | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.sharded and self.chunk_map is not None:
             self._owners = tuple(sorted(self.chunk_map.shards()))
+            if self.pattern is not None:
+                self.point_locate = point_locator(self.pattern, self.chunk_map)
         else:
             self._owners = (self.primary_shard,) if self.primary_shard else ()
 

@@ -587,32 +587,37 @@ async def _targeted_write(
         await asyncio.sleep(stale_backoff(attempt))
         attempt += 1
 
-    targets = target_filter(table, spec.filter)
-    metrics.record_targeting(operation, len(targets.shards))
-    if upsert:
-        _require_upsert_target(table, targets)
-    if multi or targets.exact_single_key or len(targets.shards) == 1:
-        if len(targets.shards) > 1:
+    point = None if upsert or table.point_locate is None else table.point_locate(spec.filter)
+    if point is not None:  # a point write: one shard, exactly (no target analysis)
+        shards = [point]
+        metrics.record_targeting(operation, 1)
+    else:
+        targets = target_filter(table, spec.filter)
+        shards = targets.shards
+        metrics.record_targeting(operation, len(shards))
+        if upsert:
+            _require_upsert_target(table, targets)
+        if len(shards) > 1 and not (multi or targets.exact_single_key):
+            spec.validate()
+            return finish(await _two_phase(ctx, database, collection, table, spec, send, retry))
+        if len(shards) > 1:
             spec.validate()
 
-        def targets_of(t: RoutingTable) -> list[str]:
-            return target_filter(t, spec.filter).shards
+    def targets_of(t: RoutingTable) -> list[str]:
+        return target_filter(t, spec.filter).shards
 
-        first: list[str] | None = targets.shards
-        if len(targets.shards) == 1:
-            # The hot path (a point write): one call, no retry loop unless stale.
-            try:
-                return finish([await send(table, targets.shards[0])])
-            except LauraError as err:
-                if not is_stale(err):
-                    raise
-            table = await ctx.cache.refresh(database, collection, table)
-            await asyncio.sleep(stale_backoff(0))
-            first = None
-        answers = await _broadcast(ctx, database, collection, table, targets_of, send, first)
-        return finish(answers)
-    spec.validate()
-    return finish(await _two_phase(ctx, database, collection, table, spec, send, retry))
+    first: list[str] | None = shards
+    if len(shards) == 1:
+        # The hot path: one call, no retry loop unless the version was stale.
+        try:
+            return finish([await send(table, shards[0])])
+        except LauraError as err:
+            if not is_stale(err):
+                raise
+        table = await ctx.cache.refresh(database, collection, table)
+        await asyncio.sleep(stale_backoff(0))
+        first = None
+    return finish(await _broadcast(ctx, database, collection, table, targets_of, send, first))
 
 
 async def _two_phase(

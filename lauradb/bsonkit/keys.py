@@ -60,6 +60,7 @@ __all__ = [
     "UNDEFINED",
     "decode_key",
     "decode_value",
+    "encode_int",
     "encode_key",
     "encode_value",
     "invert",
@@ -387,6 +388,11 @@ def _encode_fallback(v: Any) -> bytes:
     if isinstance(v, (bytes, bytearray, memoryview)):
         return _enc_bytes(bytes(v))
     raise _bad(f"not a BSON value: {type(v).__name__}")
+
+
+def encode_int(v: int) -> bytes:
+    """``encode_value`` of a Python ``int`` (not bool), without the type dispatch."""
+    return _enc_int(v)
 
 
 def encode_value(v: Any) -> bytes:

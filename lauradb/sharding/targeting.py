@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bson.int64 import Int64
@@ -33,13 +33,20 @@ from bson.min_key import MinKey
 from bson.objectid import ObjectId
 from bson.regex import Regex
 
-from lauradb.bsonkit.keys import encode_value
+from lauradb.bsonkit.keys import encode_int, encode_value
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.chunk_map import Chunk, ChunkMap
-from lauradb.sharding.hashing import hash_value
+from lauradb.sharding.hashing import hash_encoded, hash_value
 from lauradb.sharding.shard_key import ShardKeyPattern
 
-__all__ = ["TargetResult", "target", "target_key_for_insert"]
+__all__ = [
+    "PointLocator",
+    "TargetResult",
+    "point_key",
+    "point_locator",
+    "target",
+    "target_key_for_insert",
+]
 
 # Limits that keep targeting cheap on pathological filters (beyond them the
 # target is widened, never narrowed).
@@ -442,6 +449,38 @@ def point_key(pattern: ShardKeyPattern, filter_spec: Mapping[str, Any]) -> bytes
         if type(value) in _POINT_TYPES:
             return pattern.key_for_doc(filter_spec)
     return None
+
+
+PointLocator = Callable[[Mapping[str, Any]], "str | None"]
+
+
+def point_locator(pattern: ShardKeyPattern, chunk_map: ChunkMap) -> PointLocator | None:
+    """For a one-field top-level shard key: a function answering the shard of a point
+    filter — ``chunk_map.locate(point_key(pattern, f))[1]``, None where ``point_key``
+    is None — in one call (a routed point read runs it on every request, where each
+    extra Python call costs far more than in a loop: issue 7). None for other keys."""
+    if len(pattern.fields) != 1 or "." in pattern.fields[0]:
+        return None
+    field = pattern.fields[0]
+    hashed = pattern.hashed
+    shard_for_key = chunk_map.shard_for_key
+
+    def locate(filter_spec: Mapping[str, Any]) -> str | None:
+        if len(filter_spec) != 1:
+            return None
+        value = filter_spec.get(field, _MISSING)
+        kind = type(value)
+        if kind is int:
+            encoded = encode_int(value)
+        elif kind in _POINT_TYPES:
+            encoded = encode_value(value)
+        else:
+            return None
+        if hashed:
+            encoded = encode_int(hash_encoded(encoded))
+        return shard_for_key(encoded)
+
+    return locate
 
 
 def target(
