@@ -44,6 +44,8 @@ class HistogramChild:
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
+        if value != value:  # NaN: in no bucket (as prometheus_client)
+            return
         self.counts[bisect.bisect_left(self._bounds, value)] += 1
         self.sum += value
 
@@ -60,6 +62,8 @@ class _Family(Collector):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._children: dict[tuple[str, ...], Any] = {}
+        if not self.labelnames:  # shown (0) from the start, as prometheus_client does
+            self._children[()] = self._new_child()
         if registry is not None:
             registry.register(self)
 
