@@ -199,7 +199,8 @@ class _RoutedCallable:
         self._bound: tuple[aio.Channel, Any] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        current = self._handle.current()
+        handle = self._handle
+        current = handle._pool.channel(handle.address)  # every shard call: no extra hop
         bound = self._bound
         if bound is None or bound[0] is not current:
             factory = getattr(current, self._kind)
@@ -359,7 +360,7 @@ class ChannelPool:
 
     def channel(self, address: str) -> aio.Channel:
         """The current underlying channel to ``address`` (made anew after a rotation)."""
-        tls = self.tls
+        tls = self._tls if self._tls is not None else _current_tls
         if tls is not None:
             self._check_rotation(tls)
         ch = self._channels.get(address)
