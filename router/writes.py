@@ -36,13 +36,12 @@ from typing import Any, TypeVar
 import bson
 from bson.objectid import ObjectId
 
-from lauradb.bsonkit.keys import encode_value
 from lauradb.cluster import error_pb2, replset_pb2, routing_pb2, shard_pb2
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.query.filter import compile_filter
 from lauradb.query.update import compile_update
 from lauradb.rpc.request_context import current_request_id
-from lauradb.sharding.hashing import hash_encoded
+from lauradb.sharding.targeting import value_shard
 from router import metrics
 from router.context import RouterContext
 from router.insert_batching import (
@@ -109,35 +108,18 @@ def shard_function(table: RoutingTable) -> Callable[[Mapping[str, Any]], str]:
     errors included."""
     generic = table.shard_for_key_doc
     pattern, chunk_map = table.pattern, table.chunk_map
-    if (
-        not table.sharded
-        or pattern is None
-        or chunk_map is None
-        or len(pattern.fields) != 1
-        or "." in pattern.fields[0]
-    ):
+    if not table.sharded or pattern is None or chunk_map is None:
+        return generic
+    shard_of = value_shard(pattern, chunk_map, _PLAIN_KEY_TYPES)
+    if shard_of is None:
         return generic
     name = pattern.fields[0]
-    locate = chunk_map.shard_for_key
-    plain = _PLAIN_KEY_TYPES
-    if pattern.hashed:
 
-        def hashed(doc: Mapping[str, Any]) -> str:
-            v = doc.get(name) if type(doc) is dict else None
-            if type(v) in plain:
-                return locate(encode_value(hash_encoded(encode_value(v))))
-            return generic(doc)
+    def route(doc: Mapping[str, Any]) -> str:
+        shard = shard_of(doc.get(name) if type(doc) is dict else None)
+        return shard if shard is not None else generic(doc)
 
-        return hashed
-
-    def ranged(doc: Mapping[str, Any]) -> str:
-        v = doc.get(name) if type(doc) is dict else None
-        if type(v) in plain:
-            return locate(encode_value(v))
-        return generic(doc)
-
-    return ranged
-
+    return route
 
 
 class _InsertRun:

@@ -212,6 +212,11 @@ class ChunkMap:
         i = bisect_right(self._mins, encoded) - 1
         return self._owner_names[self._owner_ix[i if i > 0 else 0]]
 
+    def lookup_arrays(self) -> tuple[list[bytes], Any, tuple[str, ...]]:
+        """``(chunk minimums, owner index per chunk, owner names)``: what ``shard_for_key``
+        reads, for callers that inline the lookup on a per-request path."""
+        return self._mins, self._owner_ix, self._owner_names
+
     def locate(self, encoded: bytes) -> tuple[int, str]:
         """``(index in chunks, shard)`` of the chunk owning ``encoded``, not loading it."""
         i = bisect_right(self._mins, encoded) - 1

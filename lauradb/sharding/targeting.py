@@ -36,7 +36,7 @@ from bson.regex import Regex
 from lauradb.bsonkit.keys import encode_int, encode_value
 from lauradb.errors import ErrorCode, LauraError
 from lauradb.sharding.chunk_map import Chunk, ChunkMap
-from lauradb.sharding.hashing import hash_encoded, hash_value
+from lauradb.sharding.hashing import hash_value, md5
 from lauradb.sharding.shard_key import ShardKeyPattern
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "point_locator",
     "target",
     "target_key_for_insert",
+    "value_shard",
 ]
 
 # Limits that keep targeting cheap on pathological filters (beyond them the
@@ -452,33 +453,52 @@ def point_key(pattern: ShardKeyPattern, filter_spec: Mapping[str, Any]) -> bytes
 
 
 PointLocator = Callable[[Mapping[str, Any]], "str | None"]
+ValueShard = Callable[[Any], "str | None"]
+
+
+def value_shard(
+    pattern: ShardKeyPattern, chunk_map: ChunkMap, types: frozenset[type]
+) -> ValueShard | None:
+    """For a one-field top-level shard key: a function from a key value to the shard
+    owning it — ``chunk_map.shard_for_key(pattern.key_for_doc({field: value}))`` — for
+    values of ``types`` (and ``int``), None for any other value; every step inline.
+    Per-request paths run it once per request or document, where each extra Python
+    call costs far more than in a loop (issue 7). None for other keys."""
+    if len(pattern.fields) != 1 or "." in pattern.fields[0]:
+        return None
+    hashed = pattern.hashed
+    mins, owner_ix, names = chunk_map.lookup_arrays()
+    from_bytes = int.from_bytes
+
+    def shard_of(value: Any) -> str | None:
+        kind = type(value)
+        if kind is int:
+            encoded = encode_int(value)
+        elif kind in types:
+            encoded = encode_value(value)
+        else:
+            return None
+        if hashed:  # hash_value: the first 8 bytes of the MD5, little-endian, signed
+            encoded = encode_int(from_bytes(md5(encoded).digest()[:8], "little", signed=True))
+        i = bisect_right(mins, encoded) - 1
+        return names[owner_ix[i if i > 0 else 0]]
+
+    return shard_of
 
 
 def point_locator(pattern: ShardKeyPattern, chunk_map: ChunkMap) -> PointLocator | None:
     """For a one-field top-level shard key: a function answering the shard of a point
     filter — ``chunk_map.locate(point_key(pattern, f))[1]``, None where ``point_key``
-    is None — in one call (a routed point read runs it on every request, where each
-    extra Python call costs far more than in a loop: issue 7). None for other keys."""
-    if len(pattern.fields) != 1 or "." in pattern.fields[0]:
+    is None — in two calls (``value_shard``). None for other keys."""
+    shard_of = value_shard(pattern, chunk_map, _POINT_TYPES)
+    if shard_of is None:
         return None
     field = pattern.fields[0]
-    hashed = pattern.hashed
-    shard_for_key = chunk_map.shard_for_key
 
     def locate(filter_spec: Mapping[str, Any]) -> str | None:
         if len(filter_spec) != 1:
             return None
-        value = filter_spec.get(field, _MISSING)
-        kind = type(value)
-        if kind is int:
-            encoded = encode_int(value)
-        elif kind in _POINT_TYPES:
-            encoded = encode_value(value)
-        else:
-            return None
-        if hashed:
-            encoded = encode_int(hash_encoded(encoded))
-        return shard_for_key(encoded)
+        return shard_of(filter_spec.get(field, _MISSING))
 
     return locate
 
