@@ -438,6 +438,16 @@ async def update(
             spec.validate()
             return routing_pb2.UpdateResponse(request_id=req.request_id)
         table = maybe
+        if not req.multi and table.point_locate is not None:
+            shard = table.point_locate(spec.filter)
+            if shard is not None:
+                try:
+                    return await _point_update(ctx, req, table, shard, retry)
+                except LauraError as err:
+                    if not is_stale(err):
+                        raise
+                # the general path below, on a refreshed map
+                table = await ctx.cache.refresh(req.database, req.collection, table)
 
     def shard_request(
         table: RoutingTable, shard: str, filter_bytes: bytes, history_only: bool
@@ -491,6 +501,48 @@ async def update(
         ctx, req.database, req.collection, table, spec, req.multi, req.upsert, send, finish,
         retry,
     )
+
+
+async def _point_update(
+    ctx: RouterContext,
+    req: routing_pb2.UpdateRequest,
+    table: RoutingTable,
+    shard: str,
+    retry: RetryIdentity | None,
+) -> routing_pb2.UpdateResponse:
+    """``update`` of a point filter (not multi, not upsert), in fewer steps: one
+    shard request, the answer copied (the general path's ``send`` + ``finish``)."""
+    sreq = shard_pb2.ShardUpdateRequest(
+        request_id=current_request_id(),
+        database=req.database,
+        collection=req.collection,
+        filter=req.query,
+        update=req.update,
+        version=table.shard_version(shard),
+    )
+    if req.array_filters:
+        sreq.array_filters.extend(req.array_filters)
+    if retry is not None:
+        sreq.retry_id = retry.retry_id
+        sreq.retry_fingerprint = retry.fingerprint
+    if req.HasField("write_concern"):
+        sreq.write_concern.CopyFrom(req.write_concern)
+    client = ctx.shards
+    resp = await client.call(shard, client.address_of(table, shard), "Update", sreq)
+    _UPDATE_TARGETED.inc()
+    _UPDATE_SHARDS.observe(1)
+    out = routing_pb2.UpdateResponse(
+        request_id=req.request_id,
+        matched_count=resp.matched_count,
+        modified_count=resp.modified_count,
+    )
+    if resp.HasField("write_concern_error"):
+        out.write_concern_error.CopyFrom(resp.write_concern_error)
+    return out
+
+
+_UPDATE_TARGETED = metrics.TARGETED.labels("update")
+_UPDATE_SHARDS = metrics.SHARDS_PER_REQUEST.labels("update")
 
 
 async def delete(
