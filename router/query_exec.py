@@ -154,20 +154,7 @@ async def _point_read(
     resp: shard_pb2.ShardCursorBatch = await client.call(shard, address, "Find", sreq)
     _FIND_TARGETED.inc()
     _FIND_SHARDS.observe(1)
-    docs = resp.documents
-    out = routing_pb2.QueryResponse(request_id=req.request_id, documents=docs)
-    if resp.cursor_id:
-        merged = MergedStream([ShardStream.of(shard, address, (), resp.cursor_id)], make_fetch(client))
-        out.cursor_id = ctx.cursors.register(
-            MergeSource(merged, client.kill_cursors), table.namespace, [shard]
-        )
-        out.more_available = True
-    stats = out.stats
-    stats.documents_examined = resp.documents_examined
-    stats.documents_returned = len(docs)
-    stats.execution_time_ms = int((time.perf_counter() - start) * 1000)
-    stats.shards_queried.append(shard)
-    return out
+    return _one_shard_answer(ctx, req, table, shard, address, resp, resp.cursor_id, start)
 
 
 _FIND_TARGETED = metrics.TARGETED.labels("find")
@@ -260,13 +247,29 @@ async def _find_one_shard(
     if preference is not None or req.HasField("read_concern"):
         set_read_options(sreq, req, preference)
     resp: shard_pb2.ShardCursorBatch = await client.call(shard, address, "Find", sreq)
-    out = routing_pb2.QueryResponse(request_id=req.request_id)
-    out.documents.extend(resp.documents)
     cursor_id = resp.cursor_id
     if cursor_id and single_batch:
         await client.kill_cursors([(shard, address, cursor_id)])
         cursor_id = ""
+    return _one_shard_answer(ctx, req, table, shard, address, resp, cursor_id, start)
+
+
+def _one_shard_answer(
+    ctx: RouterContext,
+    req: routing_pb2.QueryRequest,
+    table: RoutingTable,
+    shard: str,
+    address: str,
+    resp: shard_pb2.ShardCursorBatch,
+    cursor_id: str,
+    start: float,
+) -> routing_pb2.QueryResponse:
+    """The answer to a one-shard find: the shard's batch, and a router cursor over the
+    shard's ``cursor_id`` when it has more."""
+    docs = resp.documents
+    out = routing_pb2.QueryResponse(request_id=req.request_id, documents=docs)
     if cursor_id:
+        client = ctx.shards
         merged = MergedStream([ShardStream.of(shard, address, (), cursor_id)], make_fetch(client))
         out.cursor_id = ctx.cursors.register(
             MergeSource(merged, client.kill_cursors), table.namespace, [shard]
@@ -274,7 +277,7 @@ async def _find_one_shard(
         out.more_available = True
     stats = out.stats  # set in place (no QueryStats built and copied)
     stats.documents_examined = resp.documents_examined
-    stats.documents_returned = len(resp.documents)
+    stats.documents_returned = len(docs)
     stats.execution_time_ms = int((time.perf_counter() - start) * 1000)
     stats.shards_queried.append(shard)
     return out
